@@ -1,0 +1,41 @@
+"""gocryptfs accepts every long flag with one or two dashes; so do we."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def long_options(parser: argparse.ArgumentParser) -> dict[str, bool]:
+    """Every ``--flag`` of a parser and its subparsers, mapped to whether it takes a value."""
+    found: dict[str, bool] = {}
+    for action in parser._actions:
+        for opt in action.option_strings:
+            if opt.startswith("--"):
+                found[opt] = action.nargs != 0
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found.update(long_options(sub))
+    return found
+
+
+def normalize(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """Rewrite ``-flag`` / ``-flag=value`` to ``--flag`` where ``--flag`` exists."""
+    known = long_options(parser)
+    out: list[str] = []
+    takes_value = False
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        if takes_value:  # the value of the previous option is never rewritten
+            out.append(arg)
+            takes_value = False
+            continue
+        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
+            name, eq, _ = arg.partition("=")
+            if "-" + name in known:
+                arg = "-" + arg
+        if arg.startswith("--"):
+            name, eq, _ = arg.partition("=")
+            takes_value = known.get(name, False) and not eq
+        out.append(arg)
+    return out

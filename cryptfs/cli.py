@@ -1,0 +1,191 @@
+"""``python -m cryptfs``: decrypt, encrypt, info and fsck gocryptfs v2 directories."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import __version__, exitcodes
+from .argv import normalize
+from .config import SCRYPT_LOGN_DEFAULT, ConfFile, FsParams
+from .cryptocore import GCM, SIV, XCHACHA
+from .errors import CryptfsError, UsageError
+from .names import LONGNAME_MAX_DEFAULT, LONGNAME_MAX_MIN
+from .password import KeySource
+from .tree import check_cipherdir, conf_path_for, open_tree
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors go through the one handler
+        raise UsageError(f"{message}\n{self.format_usage().strip()}")
+
+
+def _unlock_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("unlock (one of; default: the password from stdin)")
+    g.add_argument("--passfile", action="append", metavar="FILE",
+                   help="read the password from the first line of FILE (repeat to concatenate)")
+    g.add_argument("--extpass", action="append", metavar="CMD",
+                   help="run CMD and use the first line it prints (given once: split on spaces)")
+    g.add_argument("--masterkey", metavar="HEX",
+                   help="use this master key (64 hex digits, dashes allowed) or 'stdin'")
+    p.add_argument("--config", metavar="FILE", help="gocryptfs.conf elsewhere than CIPHERDIR")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m cryptfs",
+                     description="Read and write gocryptfs v2 encrypted directories.")
+    parser.add_argument("--version", action="version", version=f"cryptfs {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("decrypt", help="decrypt CIPHERDIR into a new plaintext directory")
+    p.add_argument("cipherdir", metavar="CIPHERDIR")
+    p.add_argument("outdir", metavar="OUTDIR", help="created if missing; must be empty")
+    _unlock_args(p)
+    _common(p)
+
+    p = sub.add_parser("encrypt", help="encrypt PLAINDIR into a new gocryptfs directory")
+    p.add_argument("plaindir", metavar="PLAINDIR")
+    p.add_argument("cipherdir", metavar="CIPHERDIR", help="created if missing; must be empty")
+    g = p.add_argument_group("password (default: stdin, asked twice on a terminal)")
+    g.add_argument("--passfile", action="append", metavar="FILE")
+    g.add_argument("--extpass", action="append", metavar="CMD")
+    p.add_argument("--config", metavar="FILE", help="write gocryptfs.conf here instead")
+    p.add_argument("--scryptn", type=int, default=SCRYPT_LOGN_DEFAULT, metavar="N",
+                   help=f"scrypt cost as log2(N), 10..28 (default {SCRYPT_LOGN_DEFAULT})")
+    p.add_argument("--xchacha", action="store_true", help="XChaCha20-Poly1305 content encryption")
+    p.add_argument("--aessiv", action="store_true", help="AES-SIV content encryption")
+    p.add_argument("--deterministic-names", action="store_true", help="no per-directory IVs")
+    p.add_argument("--plaintextnames", action="store_true", help="do not encrypt file names")
+    p.add_argument("--longnamemax", type=int, default=LONGNAME_MAX_DEFAULT, metavar="N",
+                   help="hash encrypted names longer than N characters (62..255, default 255)")
+    p.add_argument("-L", "--dereference", action="store_true",
+                   help="follow symlinks and encrypt what they point to")
+    _common(p)
+
+    p = sub.add_parser("info", help="show the configuration of CIPHERDIR (no secrets)")
+    p.add_argument("cipherdir", metavar="CIPHERDIR")
+    p.add_argument("--config", metavar="FILE")
+
+    p = sub.add_parser("fsck", help="authenticate every name and block; list each problem")
+    p.add_argument("cipherdir", metavar="CIPHERDIR")
+    _unlock_args(p)
+    _common(p)
+    return parser
+
+
+def _progress(args) -> bool | None:
+    return False if args.quiet else None
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def cmd_decrypt(args) -> int:
+    from .decrypt import decrypt_tree
+
+    tree = open_tree(args.cipherdir, KeySource(args.passfile, args.extpass, args.masterkey), args.config)
+    stats = decrypt_tree(tree, args.outdir, _progress(args))
+    if not args.quiet:
+        print(f"decrypted {stats.files} files ({_mib(stats.plain_bytes)}), {stats.dirs} directories, "
+              f"{stats.symlinks} symlinks into {args.outdir}")
+    if stats.hidden:
+        print(f"cryptfs: warning: {stats.hidden} undecryptable names were skipped", file=sys.stderr)
+    return exitcodes.OK
+
+
+def _params(args) -> FsParams:
+    if args.xchacha and args.aessiv:
+        raise UsageError("--xchacha and --aessiv cannot be combined")
+    if args.plaintextnames and (args.deterministic_names or args.longnamemax != LONGNAME_MAX_DEFAULT):
+        raise UsageError("--plaintextnames cannot be combined with --deterministic-names or --longnamemax")
+    if not LONGNAME_MAX_MIN <= args.longnamemax <= LONGNAME_MAX_DEFAULT:
+        raise UsageError(f"--longnamemax must be between {LONGNAME_MAX_MIN} and 255")
+    content = XCHACHA if args.xchacha else SIV if args.aessiv else GCM
+    return FsParams(content=content, plaintext_names=args.plaintextnames,
+                    diriv=not (args.deterministic_names or args.plaintextnames),
+                    raw64=not args.plaintextnames, longnamemax=args.longnamemax)
+
+
+def cmd_encrypt(args) -> int:
+    from .encrypt import encrypt_tree
+
+    params = _params(args)
+    if not 10 <= args.scryptn <= 28:
+        raise UsageError("--scryptn takes log2(N) between 10 and 28 (default 16)")
+    password = KeySource(args.passfile, args.extpass).password(confirm=True)
+    stats = encrypt_tree(args.plaindir, args.cipherdir, password, params, args.scryptn,
+                         args.dereference, _progress(args), args.config)
+    if not args.quiet:
+        print(f"encrypted {stats.files} files, {stats.dirs} directories, {stats.symlinks} symlinks "
+              f"into {args.cipherdir} ({' '.join(params.flags())})")
+    return exitcodes.OK
+
+
+def cmd_info(args) -> int:
+    check_cipherdir(args.cipherdir)
+    conf = ConfFile.load(conf_path_for(args.cipherdir, args.config))
+    s = conf.scrypt
+    rows = [
+        ("Creator", conf.creator),
+        ("FeatureFlags", " ".join(conf.feature_flags)),
+        ("EncryptedKey", f"{len(conf.encrypted_key)}B"),
+        ("ScryptObject", f"Salt={len(s.salt)}B N={s.n} R={s.r} P={s.p} KeyLen={s.keylen}"),
+        ("contentEncryption", _content_name(conf.params)),
+    ]
+    if conf.longnamemax:
+        rows.append(("LongNameMax", str(conf.longnamemax)))
+    for key, value in rows:
+        print(f"{key + ':':<19}{value}")
+    return exitcodes.OK
+
+
+def _content_name(params: FsParams) -> str:
+    return {GCM: "AES-GCM-256", SIV: "AES-SIV-512", XCHACHA: "XChaCha20-Poly1305"}[params.content]
+
+
+def cmd_fsck(args) -> int:
+    from .fsck import fsck
+
+    tree = open_tree(args.cipherdir, KeySource(args.passfile, args.extpass, args.masterkey), args.config)
+    report = fsck(tree, _progress(args), on_problem=lambda m: print(f"fsck: {m}", flush=True))
+    summary = (f"checked {report.files} files, {report.dirs} directories, {report.symlinks} symlinks: ")
+    if report.problems:
+        print(summary + f"{len(report.problems)} problems found", file=sys.stderr)
+        return exitcodes.INTEGRITY
+    if not args.quiet:
+        print(summary + "no problems found")
+    return exitcodes.OK
+
+
+COMMANDS = {"decrypt": cmd_decrypt, "encrypt": cmd_encrypt, "info": cmd_info, "fsck": cmd_fsck}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(normalize(argv, parser))
+        return COMMANDS[args.command](args)
+    except CryptfsError as e:
+        print(f"cryptfs: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("cryptfs: interrupted; partial output was removed", file=sys.stderr)
+        return exitcodes.INTERRUPTED
+    except BrokenPipeError:
+        return exitcodes.ERROR
+    except OSError as e:
+        name = f"{os.fsdecode(e.filename)}: " if e.filename else ""
+        print(f"cryptfs: error: {name}{e.strerror or e}", file=sys.stderr)
+        return exitcodes.ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Offline decryption of a whole cipher tree into a plaintext directory.
+
+Files are written under a temporary name and renamed when complete; on any failure
+(authentication, I/O, Ctrl-C) everything this run created is removed, so no output is
+ever left looking complete. Undecryptable names are skipped with a warning, as gocryptfs
+hides them; ``cryptfs fsck`` lists them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from .errors import OutputError
+from .fsutil import is_inside, prepare_empty_dir, remove_created, set_times_and_mode
+from .progress import bar, warn
+from .tree import CipherTree, show
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class Item:
+    rel: bytes
+    st: os.stat_result  # plaintext view (st_size is the plaintext size)
+
+
+@dataclass
+class DecryptStats:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    plain_bytes: int = 0
+    hidden: int = 0
+
+
+def walk(tree: CipherTree, rel: bytes = b"", on_problem=None) -> list[Item]:
+    """Every entry below ``rel`` in depth-first order (parents before children)."""
+    items = []
+    entries, problems = tree.scan(rel)
+    for p in problems:
+        if on_problem:
+            on_problem(p)
+    for e in entries:
+        child = rel + b"/" + e.name if rel else e.name
+        st = tree.lstat(child)
+        items.append(Item(child, st))
+        if stat.S_ISDIR(st.st_mode):
+            items.extend(walk(tree, child, on_problem))
+    return items
+
+
+class TreeExporter:
+    def __init__(self, tree: CipherTree, outdir: str, progress: bool | None = None):
+        self.tree = tree
+        self.out = os.fsencode(os.path.abspath(outdir))
+        self.progress = progress
+        self.stats = DecryptStats()
+        self._tmp_counter = 0
+
+    def run(self) -> DecryptStats:
+        items = walk(self.tree, b"", self._hidden)
+        total = sum(i.st.st_size for i in items if stat.S_ISREG(i.st.st_mode))
+        dirs = []
+        with bar(total, "decrypt", self.progress) as progress:
+            for item in items:
+                dst = os.path.join(self.out, item.rel)
+                mode = item.st.st_mode
+                if stat.S_ISDIR(mode):
+                    os.mkdir(dst, 0o700)
+                    dirs.append((dst, item.st))
+                    self.stats.dirs += 1
+                elif stat.S_ISREG(mode):
+                    self._file(item, dst, progress)
+                elif stat.S_ISLNK(mode):
+                    os.symlink(self.tree.readlink(item.rel), dst)
+                    set_times_and_mode(dst, item.st, is_link=True)
+                    self.stats.symlinks += 1
+                elif stat.S_ISFIFO(mode):
+                    os.mkfifo(dst, stat.S_IMODE(mode))
+                    set_times_and_mode(dst, item.st)
+                else:
+                    warn(f"{show(item.rel)}: skipped (device or socket)")
+        for dst, st in reversed(dirs):  # children first, so their writes do not bump mtimes
+            set_times_and_mode(dst, st)
+        return self.stats
+
+    def _hidden(self, problem) -> None:
+        self.stats.hidden += 1
+        warn(f"skipped {problem} (run 'cryptfs fsck' for details)")
+
+    def _file(self, item: Item, dst: bytes, progress) -> None:
+        self._tmp_counter += 1
+        tmp = os.path.join(os.path.dirname(dst), b".cryptfs-partial-%d" % self._tmp_counter)
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        zero = memoryview(bytes(CHUNK))
+        with self.tree.open(item.rel) as src:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                off = 0
+                while off < src.plain_size:
+                    n = src.read_into(off, view)
+                    if n == 0:
+                        break
+                    if view[:n] != zero[:n]:  # all-zero chunks become holes, like the source
+                        os.pwrite(fd, view[:n], off)
+                    off += n
+                    progress.update(n)
+                os.ftruncate(fd, off)
+            finally:
+                os.close(fd)
+        set_times_and_mode(tmp, item.st)
+        os.rename(tmp, dst)
+        self.stats.files += 1
+        self.stats.plain_bytes += item.st.st_size
+
+
+def decrypt_tree(tree: CipherTree, outdir: str, progress: bool | None = None) -> DecryptStats:
+    if is_inside(outdir, os.fsdecode(tree.root)):
+        raise OutputError(f"OUTDIR {outdir} is inside CIPHERDIR: choose another place")
+    created = prepare_empty_dir(outdir, OutputError, "OUTDIR")
+    try:
+        return TreeExporter(tree, outdir, progress).run()
+    except BaseException:
+        remove_created(outdir, created)
+        raise

@@ -1,0 +1,71 @@
+"""Small filesystem helpers shared by the encrypt and decrypt writers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+
+from .errors import CryptfsError
+
+
+def prepare_empty_dir(path: str, error: type[CryptfsError], what: str) -> bool:
+    """Make sure ``path`` is an empty directory; return True if we created it."""
+    if os.path.lexists(path):
+        if not os.path.isdir(path):
+            raise error(f"{what} {path} exists and is not a directory")
+        if os.listdir(path):
+            raise error(f"{what} {path} is not empty: refusing to write into it "
+                        "(give a new or empty directory)")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise error(f"{what} {path} is not writable")
+        return False
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise error(f"{what} {path}: parent directory {parent} does not exist")
+    try:
+        os.mkdir(path)
+    except OSError as e:
+        raise error(f"cannot create {what} {path}: {e.strerror}") from None
+    return True
+
+
+def remove_created(path: str, created: bool) -> None:
+    """Undo a failed run: remove the directory we made, or empty the one we were given."""
+    if created:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for name in os.listdir(path):
+        full = os.path.join(path, name)
+        if os.path.isdir(full) and not os.path.islink(full):
+            _make_writable(full)
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            try:
+                os.unlink(full)
+            except OSError:
+                pass
+
+
+def _make_writable(top: str) -> None:
+    for root, dirs, _ in os.walk(top):
+        for d in dirs:
+            try:
+                os.chmod(os.path.join(root, d), 0o700)
+            except OSError:
+                pass
+    try:
+        os.chmod(top, 0o700)
+    except OSError:
+        pass
+
+
+def set_times_and_mode(path: str | bytes, st: os.stat_result, is_link: bool = False) -> None:
+    if not is_link:
+        os.chmod(path, stat.S_IMODE(st.st_mode))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=not is_link)
+
+
+def is_inside(child: str, parent: str) -> bool:
+    child, parent = os.path.realpath(child), os.path.realpath(parent)
+    return child == parent or child.startswith(parent.rstrip("/") + "/")

@@ -1,0 +1,134 @@
+"""Shared fixtures: paths to bundled data, the real-gocryptfs oracle, tree helpers, CLI runner."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+DATA = TESTS / "data"
+EXAMPLES = DATA / "gocryptfs-examples"
+PASSWORD_FILE = DATA / "password.txt"  # "test\n", the examples' password
+PROJECT = TESTS.parent
+
+
+def run_cli(*args: str | os.PathLike, module: str = "cryptfs", input: bytes | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> ARGS`` in a subprocess; stdout/stderr captured as text."""
+    return subprocess.run([sys.executable, "-m", module, *map(os.fspath, args)], input=input,
+                          capture_output=True, cwd=PROJECT, timeout=timeout,
+                          stdin=None if input is not None else subprocess.DEVNULL)
+
+
+def fuse_mounts() -> set[str]:
+    with open("/proc/mounts", encoding="utf-8", errors="replace") as f:
+        return {line.split()[1] for line in f if " fuse" in line}
+
+
+class Oracle:
+    """Real gocryptfs (Debian's package), used to write and read trees independently of us."""
+
+    def __init__(self) -> None:
+        self.exe = shutil.which("gocryptfs")
+
+    def init(self, cipherdir: Path, passfile: Path = PASSWORD_FILE, *flags: str) -> None:
+        cipherdir.mkdir(parents=True, exist_ok=True)
+        subprocess.run([self.exe, "-init", "-q", "-scryptn", "10", "-passfile", str(passfile),
+                        *flags, str(cipherdir)], check=True, capture_output=True)
+
+    @contextlib.contextmanager
+    def mount(self, cipherdir: Path, mountpoint: Path, passfile: Path = PASSWORD_FILE, *flags: str):
+        """Mount, yield, and always unmount; fail if the mount is left behind."""
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        subprocess.run([self.exe, "-q", "-nosyslog", "-passfile", str(passfile), *flags,
+                        str(cipherdir), str(mountpoint)], check=True, capture_output=True)
+        try:
+            yield mountpoint
+        finally:
+            unmount(mountpoint)
+
+
+def unmount(mountpoint: Path) -> None:
+    target = os.path.realpath(mountpoint)
+    for _ in range(50):
+        if target not in fuse_mounts():
+            return
+        subprocess.run(["fusermount3", "-u", target], capture_output=True)
+        time.sleep(0.1)
+    subprocess.run(["fusermount3", "-u", "-z", target], capture_output=True)
+    pytest.fail(f"{target} was still mounted after the test; lazily unmounted")
+
+
+def oracle_available() -> bool:
+    return bool(shutil.which("gocryptfs") and shutil.which("fusermount3") and os.path.exists("/dev/fuse"))
+
+
+@pytest.fixture(scope="session")
+def oracle() -> Oracle:
+    if not oracle_available():
+        if os.environ.get("CRYPTFS_REQUIRE_ORACLE"):
+            pytest.fail("CRYPTFS_REQUIRE_ORACLE is set but gocryptfs, fusermount3 or /dev/fuse is missing")
+        pytest.skip("real gocryptfs not available (apt-get install gocryptfs fuse3)")
+    return Oracle()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_mounts():
+    before = fuse_mounts()
+    yield
+    left = fuse_mounts() - before
+    for m in left:
+        subprocess.run(["fusermount3", "-u", "-z", m], capture_output=True)
+    assert not left, f"test left FUSE mounts behind: {sorted(left)}"
+
+
+def snapshot(root: Path, times: bool = True) -> dict[bytes, tuple]:
+    """A comparable description of a tree: type, mode, content or target, mtime, by bytes path."""
+    out: dict[bytes, tuple] = {}
+    broot = os.fsencode(root)
+    for dirpath, dirnames, filenames in os.walk(broot):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, broot)
+            st = os.lstat(full)
+            mtime = st.st_mtime_ns if times else None
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(full), mtime if times else None)
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode), mtime)
+            else:
+                with open(full, "rb") as f:
+                    out[rel] = ("file", stat.S_IMODE(st.st_mode), f.read(), mtime)
+    return out
+
+
+def make_sample_tree(root: Path) -> Path:
+    """Sizes around block edges, a hole, long/non-UTF-8/non-ASCII names, symlinks, nested dirs."""
+    root.mkdir(parents=True, exist_ok=True)
+    rnd = os.urandom
+    for size in (0, 1, 17, 18, 19, 4095, 4096, 4097, (1 << 20) + 1):
+        (root / f"size_{size}").write_bytes(rnd(size))
+    with open(root / "sparse", "wb") as f:  # three whole-block holes, then data
+        f.seek(3 * 4096 + 100)
+        f.write(b"after the hole")
+    for n in (175, 176, 255):
+        (root / ("n" * n)).write_bytes(b"long name %d\n" % n)
+    (root / os.fsdecode(b"raw\xff\xfename")).write_bytes(b"non-utf8\n")
+    (root / "ünïcødé 名前").write_bytes(b"unicode\n")
+    (root / "dir" / "sub" / "deeper").mkdir(parents=True)
+    (root / "dir" / "sub" / "deeper" / "nested.txt").write_bytes(b"nested\n")
+    (root / "emptydir").mkdir()
+    (root / ("d" * 200)).mkdir()
+    (root / ("d" * 200) / "inside").write_bytes(b"in a long-named dir\n")
+    os.symlink("size_1", root / "rel_link")
+    os.symlink("/a/b/c/d", root / "abs_link")
+    os.symlink("../size_1", root / "dir" / "up_link")
+    return root
