@@ -72,6 +72,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cipherdir", metavar="CIPHERDIR")
     p.add_argument("--config", metavar="FILE")
 
+    p = sub.add_parser("mount", help="mount CIPHERDIR read-only at MOUNTPOINT (FUSE)")
+    p.add_argument("cipherdir", metavar="CIPHERDIR")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    _unlock_args(p)
+    p.add_argument("-f", "--fg", "--foreground", dest="fg", action="store_true",
+                   help="stay in the foreground and log to stderr")
+    p.add_argument("--allow_other", "--allow-other", dest="allow_other", action="store_true",
+                   help="let other users read the mount (the model server may run as another user)")
+    p.add_argument("--nonempty", action="store_true", help="mount over a non-empty directory")
+    p.add_argument("-o", "--ko", dest="options", action="append", default=[], metavar="OPTS",
+                   help="extra FUSE mount options, comma-separated")
+    p.add_argument("--direct-io", action="store_true",
+                   help="bypass the page cache (faster single read(), breaks MAP_SHARED mmap)")
+    p.add_argument("--readahead-kb", type=int, default=None, metavar="KB",
+                   help="set the mount's bdi read_ahead_kb (default 2048; 0 keeps the kernel's)")
+    p.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
+    p.add_argument("--notify-fd", type=int, metavar="N",
+                   help="write one line to file descriptor N when the mount is ready")
+    p.add_argument("--block-path", choices=("auto", "c", "python"), default=None,
+                   help="decryption implementation (default auto: C where built)")
+
+    p = sub.add_parser("unmount", help="unmount a cryptfs (or any FUSE) mount")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+
     p = sub.add_parser("fsck", help="authenticate every name and block; list each problem")
     p.add_argument("cipherdir", metavar="CIPHERDIR")
     _unlock_args(p)
@@ -128,6 +152,38 @@ def cmd_encrypt(args) -> int:
     return exitcodes.OK
 
 
+def cmd_mount(args) -> int:
+    from .content import BLOCK_PATH_ENV
+    from .mount import READAHEAD_KB_DEFAULT, MountConfig, mount
+
+    if args.block_path:
+        os.environ[BLOCK_PATH_ENV] = args.block_path
+    if args.notify_fd is not None:
+        try:
+            os.fstat(args.notify_fd)
+        except OSError:
+            raise UsageError(f"--notify-fd {args.notify_fd}: not an open file descriptor") from None
+    readahead = READAHEAD_KB_DEFAULT if args.readahead_kb is None else args.readahead_kb
+    if readahead < 0:
+        raise UsageError("--readahead-kb must be 0 or more")
+    cfg = MountConfig(cipherdir=args.cipherdir, mountpoint=args.mountpoint, foreground=args.fg,
+                      allow_other=args.allow_other, nonempty=args.nonempty, extra_options=args.options,
+                      direct_io=args.direct_io, readahead_kb=readahead, log_file=args.log,
+                      notify_fd=args.notify_fd)
+    from .mount import check_mountpoint
+
+    check_mountpoint(cfg)  # before asking for the password
+    tree = open_tree(args.cipherdir, KeySource(args.passfile, args.extpass, args.masterkey), args.config)
+    return mount(tree, cfg)
+
+
+def cmd_unmount(args) -> int:
+    from .mount import unmount
+
+    unmount(args.mountpoint)
+    return exitcodes.OK
+
+
 def cmd_info(args) -> int:
     check_cipherdir(args.cipherdir)
     conf = ConfFile.load(conf_path_for(args.cipherdir, args.config))
@@ -141,9 +197,24 @@ def cmd_info(args) -> int:
     ]
     if conf.longnamemax:
         rows.append(("LongNameMax", str(conf.longnamemax)))
+    rows.append(("blockPath", _block_path_info(conf.params)))
     for key, value in rows:
         print(f"{key + ':':<19}{value}")
     return exitcodes.OK
+
+
+def _block_path_info(params: FsParams) -> str:
+    from .content import BLOCK_PATH_ENV, c_block_path_available
+
+    if params.content != GCM:
+        return "python (the C block path covers AES-GCM only)"
+    if not c_block_path_available():
+        return "python (the C block path is not built: install gcc and libssl-dev, then reinstall)"
+    if os.environ.get(BLOCK_PATH_ENV) == "python":
+        return f"python ({BLOCK_PATH_ENV}=python)"
+    from ._blocks import OPENSSL_VERSION
+
+    return f"c ({OPENSSL_VERSION})"
 
 
 def _content_name(params: FsParams) -> str:
@@ -164,7 +235,8 @@ def cmd_fsck(args) -> int:
     return exitcodes.OK
 
 
-COMMANDS = {"decrypt": cmd_decrypt, "encrypt": cmd_encrypt, "info": cmd_info, "fsck": cmd_fsck}
+COMMANDS = {"decrypt": cmd_decrypt, "encrypt": cmd_encrypt, "info": cmd_info, "fsck": cmd_fsck,
+            "mount": cmd_mount, "unmount": cmd_unmount}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from .cryptocore import Aead, AuthError
-from .errors import BlockError
+from .cryptocore import Aead, AuthError, GcmAead
+from .errors import BlockError, UsageError
 
 HEADER_LEN = 18
 VERSION = 2
@@ -45,14 +45,52 @@ def new_header() -> tuple[bytes, bytes]:
     return VERSION.to_bytes(2, "big") + file_id, file_id
 
 
+BLOCK_PATH_ENV = "CRYPTFS_BLOCK_PATH"  # auto (default) | c | python
+
+
+def c_block_path_available() -> bool:
+    try:
+        from . import _blocks  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _c_decryptor(aead: Aead, choice: str):
+    """The C block path for AES-GCM content, or None where it is not built or not wanted."""
+    if choice not in ("auto", "c", "python"):
+        raise UsageError(f"{BLOCK_PATH_ENV}={choice!r}: expected auto, c or python")
+    if choice == "python":
+        return None
+    if not isinstance(aead, GcmAead):
+        if choice == "c":
+            raise UsageError(f"the C block path supports AES-GCM only, not {aead.name}")
+        return None
+    try:
+        from . import _blocks
+    except ImportError:
+        if choice == "c":
+            raise UsageError("the C block path (cryptfs._blocks) is not built: reinstall with a C "
+                             "compiler and OpenSSL headers (apt-get install gcc libssl-dev)") from None
+        return None
+    return _blocks.Decryptor(aead.key, header_len=HEADER_LEN, plain_bs=PLAIN_BS,
+                             nonce_len=aead.nonce_len, zero_is_hole=True)
+
+
 class ContentCodec:
     """Block arithmetic and block crypto for one filesystem's content cipher."""
 
-    def __init__(self, aead: Aead):
+    def __init__(self, aead: Aead, block_path: str | None = None):
         self.aead = aead
         self.overhead = aead.overhead
         self.cipher_bs = PLAIN_BS + aead.overhead
         self._zero_block = bytes(self.cipher_bs)
+        self._c = _c_decryptor(aead, block_path or os.environ.get(BLOCK_PATH_ENV, "auto"))
+
+    @property
+    def block_path(self) -> str:
+        """Which implementation decrypts bulk reads: "c" or "python"."""
+        return "c" if self._c is not None else "python"
 
     # sizes ------------------------------------------------------------------
     def cipher_size(self, plain_size: int) -> int:
@@ -124,6 +162,18 @@ class ContentCodec:
                   out: memoryview) -> int:
         """Fill ``out`` with plaintext from ``plain_off``; short only at EOF. Raises BlockError."""
         plain_size = self.plain_size(cipher_size)
+        if self._c is not None:
+            from ._blocks import BlockError as CBlockError
+
+            try:
+                return self._c.read_into(fd, out, plain_off, plain_size, file_id)
+            except CBlockError as e:
+                raise BlockError(e.args[0], e.args[1]) from None
+        return self.read_into_python(fd, file_id, plain_size, plain_off, out)
+
+    def read_into_python(self, fd: int, file_id: bytes, plain_size: int, plain_off: int,
+                         out: memoryview) -> int:
+        """The pure-Python reference path (used where the C path is not built, and in tests)."""
         if plain_off >= plain_size or not len(out):
             return 0
         plain_end = min(plain_size, plain_off + len(out))

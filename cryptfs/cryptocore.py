@@ -67,6 +67,7 @@ class GcmAead(Aead):
     name = GCM
 
     def __init__(self, key: bytes, nonce_len: int = 16):
+        self.key = key  # the C block path keys its own OpenSSL context with it
         self._gcm = AESGCM(key)
         self.nonce_len = nonce_len
         self.overhead = nonce_len + TAG_LEN

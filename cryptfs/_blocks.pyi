@@ -1,0 +1,39 @@
+"""Type stub for the C block path (cryptfs/_blocks.c)."""
+
+OPENSSL_VERSION: str
+
+class BlockError(Exception):
+    """args: (chunk_no: int, reason: str)"""
+
+class Decryptor:
+    header_len: int
+    plain_bs: int
+    cipher_bs: int
+    nonce_len: int
+
+    def __init__(
+        self,
+        key: bytes,
+        header_len: int = 18,
+        plain_bs: int = 4096,
+        nonce_len: int = 16,
+        zero_is_hole: bool = True,
+        last_flag: bool = False,
+    ) -> None: ...
+    def read_into(
+        self,
+        fd: int,
+        out: memoryview | bytearray | int,
+        plain_off: int,
+        plain_size: int,
+        aad_post: bytes = b"",
+        aad_pre: bytes = b"",
+        out_len: int = -1,
+    ) -> int:
+        """Decrypt plaintext [plain_off, plain_off + len(out)) into out; the GIL is released.
+
+        ``out`` may be an integer address, then ``out_len`` gives its size. Raises BlockError
+        (chunk number, reason) on the first chunk that fails, OSError on I/O errors.
+        """
+
+def set_threads(n: int) -> None: ...

@@ -1,0 +1,228 @@
+"""The thin read-only FUSE adapter over a mount-free source (a CipherTree, later a Sam package).
+
+All errno mapping lives here: missing -> ENOENT, authentication failure -> EIO (logged with
+file and block), every write-like call -> EROFS. Reads go straight into libfuse's buffer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import stat
+import threading
+from typing import Protocol
+
+from .errors import BadNameError, BlockError, CryptfsError
+
+log = logging.getLogger("cryptfs.mount")
+
+PREFETCH_BYTES = 8 << 20  # ciphertext hinted ahead of a sequential reader (cold data)
+
+
+class OpenFile(Protocol):
+    plain_size: int
+    fd: int
+
+    def read_into(self, plain_off: int, out: memoryview) -> int: ...
+    def close(self) -> None: ...
+
+
+class MountSource(Protocol):
+    """What the FUSE layer needs from a source; paths are plaintext bytes without a leading /."""
+
+    root: bytes
+
+    def lstat(self, rel: bytes) -> os.stat_result: ...
+    def listdir(self, rel: bytes) -> list: ...  # items with .name (bytes) and .cipher_path
+    def readlink(self, rel: bytes) -> bytes: ...
+    def open(self, rel: bytes) -> OpenFile: ...
+
+
+def _rel(path: str | None) -> bytes:
+    return os.fsencode(path or "/").lstrip(b"/")
+
+
+def _errno_of(exc: BaseException, path: str | None) -> int:
+    if isinstance(exc, BlockError):
+        log.error("read failed: %s", exc)
+        return errno.EIO
+    if isinstance(exc, BadNameError):
+        log.error("%s: %s", path, exc)
+        return errno.EIO
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    log.exception("unexpected error on %s", path)
+    return errno.EIO
+
+
+def _dirent(st: os.stat_result) -> dict:
+    return {"st_mode": stat.S_IFMT(st.st_mode), "st_ino": st.st_ino}
+
+
+class _Handle:
+    __slots__ = ("file", "next_off", "prefetched_to", "lock")
+
+    def __init__(self, file: OpenFile):
+        self.file = file
+        self.next_off = 0
+        self.prefetched_to = 0
+        self.lock = threading.Lock()
+
+
+def build_operations(mfusepy):
+    """Define the Operations class against the loaded mfusepy module (imported lazily)."""
+
+    class ReadOnlyOps(mfusepy.Operations):
+        use_ns = True
+
+        def __init__(self, source: MountSource, options: MountOptions, on_ready=None):
+            self.source = source
+            self.opts = options
+            self.on_ready = on_ready
+            self._handles: dict[int, _Handle] = {}
+            self._next_fh = 1
+            self._lock = threading.Lock()
+
+        # lifecycle ------------------------------------------------------------
+        def init_with_config(self, conn_info, config) -> None:
+            if config is not None:
+                config.use_ino = 1
+                config.kernel_cache = 0 if self.opts.direct_io else 1
+                config.direct_io = 1 if self.opts.direct_io else 0
+                config.attr_timeout = config.entry_timeout = self.opts.cache_timeout
+                config.negative_timeout = self.opts.cache_timeout
+            if self.on_ready is not None:
+                threading.Thread(target=self.on_ready, name="cryptfs-ready", daemon=True).start()
+
+        def destroy(self, path) -> None:
+            with self._lock:
+                handles, self._handles = list(self._handles.values()), {}
+            for h in handles:
+                h.file.close()
+
+        # metadata -------------------------------------------------------------
+        def getattr(self, path, fh=None):
+            try:
+                st = self.source.lstat(_rel(path))
+            except (CryptfsError, OSError) as e:
+                raise mfusepy.FuseOSError(_errno_of(e, path)) from None
+            return {
+                "st_mode": st.st_mode, "st_ino": st.st_ino, "st_nlink": st.st_nlink,
+                "st_uid": st.st_uid, "st_gid": st.st_gid, "st_size": st.st_size,
+                "st_atime": st.st_atime_ns, "st_mtime": st.st_mtime_ns, "st_ctime": st.st_ctime_ns,
+                "st_blocks": st.st_blocks, "st_blksize": st.st_blksize, "st_rdev": st.st_rdev,
+            }
+
+        def readdir(self, path, fh):
+            """Names with type and inode: with use_ino, an entry without an inode is invisible."""
+            rel = _rel(path)
+            try:
+                entries = self.source.listdir(rel)
+                here = self.source.lstat(rel)
+                parent = self.source.lstat(os.path.dirname(rel)) if rel else here
+            except (CryptfsError, OSError) as e:
+                raise mfusepy.FuseOSError(_errno_of(e, path)) from None
+            out = [(".", _dirent(here), 0), ("..", _dirent(parent), 0)]
+            for e in entries:
+                try:
+                    st = os.lstat(e.cipher_path)
+                except OSError:
+                    continue
+                out.append((os.fsdecode(e.name), _dirent(st), 0))
+            return out
+
+        def read(self, path, size, offset, fh):
+            """bytes-returning read, used only by a plain mfusepy.FUSE (not by ReadIntoFUSE)."""
+            buf = bytearray(size)
+            n = self.read_into(path, fh.fh if hasattr(fh, "fh") else fh, memoryview(buf), offset)
+            return bytes(buf[:n])
+
+        def readlink(self, path):
+            try:
+                return os.fsdecode(self.source.readlink(_rel(path)))
+            except (CryptfsError, OSError) as e:
+                raise mfusepy.FuseOSError(_errno_of(e, path)) from None
+
+        def statfs(self, path):
+            sv = os.statvfs(self.source.root)
+            return {k: getattr(sv, k) for k in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail",
+                                                "f_files", "f_ffree", "f_favail", "f_namemax")}
+
+        def listxattr(self, path):
+            return []
+
+        def getxattr(self, path, name, position=0):
+            raise mfusepy.FuseOSError(errno.ENODATA)
+
+        # files ----------------------------------------------------------------
+        def open(self, path, fi):
+            if fi.flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+                raise mfusepy.FuseOSError(errno.EROFS)
+            try:
+                file = self.source.open(_rel(path))
+            except (CryptfsError, OSError) as e:
+                raise mfusepy.FuseOSError(_errno_of(e, path)) from None
+            with self._lock:
+                fh, self._next_fh = self._next_fh, self._next_fh + 1
+                self._handles[fh] = _Handle(file)
+            fi.fh = fh
+            fi.keep_cache = 0 if self.opts.direct_io else 1
+            fi.direct_io = 1 if self.opts.direct_io else 0
+            return 0
+
+        def read_into(self, path, fh: int, out: memoryview, offset: int) -> int:
+            h = self._handles.get(fh)
+            if h is None:
+                raise mfusepy.FuseOSError(errno.EBADF)
+            self._prefetch(h, offset, len(out))
+            try:
+                return h.file.read_into(offset, out)
+            except (CryptfsError, OSError) as e:
+                raise mfusepy.FuseOSError(_errno_of(e, path)) from None
+
+        def _prefetch(self, h: _Handle, offset: int, size: int) -> None:
+            """Hint the kernel to read ciphertext ahead of a sequential reader (cold data)."""
+            with h.lock:
+                sequential = offset == h.next_off
+                h.next_off = offset + size
+                if not sequential or h.prefetched_to > offset + PREFETCH_BYTES // 2:
+                    return
+                start = max(h.prefetched_to, offset + size)
+                h.prefetched_to = start + PREFETCH_BYTES
+            try:
+                os.posix_fadvise(h.file.fd, start, PREFETCH_BYTES, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+
+        def release(self, path, fi):
+            with self._lock:
+                h = self._handles.pop(getattr(fi, "fh", fi), None)
+            if h is not None:
+                h.file.close()
+            return 0
+
+        # everything that would write -------------------------------------------
+        def _erofs(self, *args, **kwargs):
+            raise mfusepy.FuseOSError(errno.EROFS)
+
+        chmod = chown = create = link = mkdir = mknod = rename = rmdir = _erofs
+        setxattr = removexattr = symlink = truncate = unlink = utimens = write = _erofs
+
+    class ReadIntoFUSE(mfusepy.FUSE):
+        """Decrypt straight into libfuse's buffer instead of returning bytes."""
+
+        def read(self, path, buf, size, offset, fip):
+            fh = fip.contents.fh
+            out = (ctypes.c_char * size).from_address(ctypes.cast(buf, ctypes.c_void_p).value)
+            return self.operations.read_into(None if path is None else os.fsdecode(path), fh,
+                                             memoryview(out).cast("B"), offset)
+
+    return ReadOnlyOps, ReadIntoFUSE
+
+
+class MountOptions:
+    def __init__(self, direct_io: bool = False, cache_timeout: float = 3600.0):
+        self.direct_io = direct_io
+        self.cache_timeout = cache_timeout
