@@ -332,9 +332,10 @@ static PyObject *Decryptor_read_into(Decryptor *self, PyObject *args, PyObject *
                   pre.len, post.len, (plain_size + d->plain_bs - 1) / d->plain_bs};
     Py_ssize_t skip = (Py_ssize_t)(plain_off - first * d->plain_bs);
     Py_ssize_t want = (Py_ssize_t)(end - plain_off);
-    /* Write straight into `out` when it starts on a chunk edge and can hold whole chunks
-     * (or the span ends at EOF); otherwise go through a temporary buffer. */
-    int direct = skip == 0 && (end == plain_size || (int64_t)out_len >= count * d->plain_bs);
+    /* Write straight into `out` only when it starts on a chunk edge and holds every chunk
+     * whole: the file on disk may be longer than plain_size says (it grew after the caller
+     * looked), and a chunk is always decrypted whole. Otherwise use a temporary buffer. */
+    int direct = skip == 0 && (int64_t)out_len >= count * d->plain_bs;
     unsigned char *dst = out;
     unsigned char *tmp = NULL;
     if (!direct) {

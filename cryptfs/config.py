@@ -234,6 +234,9 @@ class ConfFile:
         elif not self.has(EMENAMES):
             raise ConfigError(f"{path}: neither EMENames nor PlaintextNames is set; this is a pre-v0.7 "
                               "format that gocryptfs v2 no longer reads")
+        if self.longnamemax and not self.has(LONGNAMEMAX):
+            raise ConfigError(f"{path}: LongNameMax={self.longnamemax} but the LongNameMax feature flag "
+                              "is not set")
         if self.has(LONGNAMEMAX):
             if not isinstance(self.longnamemax, int) or not LONGNAME_MAX_MIN <= self.longnamemax <= 255:
                 raise ConfigError(f"{path}: LongNameMax={self.longnamemax!r} is outside 62..255")

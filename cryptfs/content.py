@@ -182,7 +182,7 @@ class ContentCodec:
         cipher = os.pread(fd, (last - first + 1) * self.cipher_bs, self.cipher_off(first))
         skip = plain_off - first * PLAIN_BS
         want = plain_end - plain_off
-        if skip == 0 and (plain_end == plain_size or len(out) >= (last - first + 1) * PLAIN_BS):
+        if skip == 0 and len(out) >= (last - first + 1) * PLAIN_BS:  # whole chunks fit (see _blocks.c)
             got = self.decrypt_span_into(memoryview(cipher), first, file_id, out)
             return min(got, want)
         tmp = bytearray((last - first + 1) * PLAIN_BS)

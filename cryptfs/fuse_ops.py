@@ -84,6 +84,7 @@ def build_operations(mfusepy):
             self._handles: dict[int, _Handle] = {}
             self._next_fh = 1
             self._lock = threading.Lock()
+            self.ready_seen = False  # init ran: the kernel accepted the mount
 
         # lifecycle ------------------------------------------------------------
         def init_with_config(self, conn_info, config) -> None:
@@ -93,6 +94,7 @@ def build_operations(mfusepy):
                 config.direct_io = 1 if self.opts.direct_io else 0
                 config.attr_timeout = config.entry_timeout = self.opts.cache_timeout
                 config.negative_timeout = self.opts.cache_timeout
+            self.ready_seen = True
             if self.on_ready is not None:
                 threading.Thread(target=self.on_ready, name="cryptfs-ready", daemon=True).start()
 

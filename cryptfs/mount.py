@@ -182,8 +182,12 @@ def serve(source, cfg: MountConfig, mountpoint: str, ready_pipe: int | None) -> 
     try:
         fuse_cls(ops, mountpoint, raw_fi=True, foreground=True, **fuse_options(cfg))
     except RuntimeError as e:
-        log.error("mount failed: libfuse returned %s", e)
-        return 1
+        # libfuse 3 returns non-zero (8) when SIGINT/SIGTERM/SIGHUP ended the loop; if it
+        # unmounted, that is the clean shutdown we asked for.
+        if not ops.ready_seen or mountpoint in mounted_paths():
+            log.error("mount failed: libfuse returned %s", e)
+            return 1
+        log.info("stopped by a signal")
     log.info("unmounted %s", mountpoint)
     return 0
 

@@ -56,8 +56,8 @@ def _read_line_from_fd(fd: int, source: str) -> bytes:
 
 
 def run_extpass(args: list[str]) -> bytes:
-    argv = [a for a in args[0].split(" ") if a] if len(args) == 1 else list(args)
-    if not argv:
+    argv = args[0].split(" ") if len(args) == 1 else list(args)  # as gocryptfs: empty parts kept
+    if not argv or not argv[0]:
         raise UsageError("--extpass: empty command")
     try:
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, check=False)

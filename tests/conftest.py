@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,8 +49,15 @@ class Oracle:
     def mount(self, cipherdir: Path, mountpoint: Path, passfile: Path = PASSWORD_FILE, *flags: str):
         """Mount, yield, and always unmount; fail if the mount is left behind."""
         mountpoint.mkdir(parents=True, exist_ok=True)
-        subprocess.run([self.exe, "-q", "-nosyslog", "-passfile", str(passfile), *flags,
-                        str(cipherdir), str(mountpoint)], check=True, capture_output=True)
+        # The gocryptfs daemon keeps the inherited stdout/stderr open: capturing them with pipes
+        # would make subprocess.run wait for the daemon to exit. Use a file instead.
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.run([self.exe, "-q", "-passfile", str(passfile), *flags,
+                                   str(cipherdir), str(mountpoint)], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=err)
+            if proc.returncode != 0:
+                err.seek(0)
+                raise RuntimeError(f"gocryptfs mount failed ({proc.returncode}): {err.read().decode()}")
         try:
             yield mountpoint
         finally:
@@ -81,10 +89,12 @@ def oracle() -> Oracle:
 
 
 @pytest.fixture(autouse=True)
-def _no_leftover_mounts():
+def _no_leftover_mounts(tmp_path_factory):
+    """Fail a test that leaves a FUSE mount behind (only this run's mounts: its temp dirs)."""
+    base = os.path.realpath(tmp_path_factory.getbasetemp())
     before = fuse_mounts()
     yield
-    left = fuse_mounts() - before
+    left = {m for m in fuse_mounts() - before if m.startswith(base + "/")}
     for m in left:
         subprocess.run(["fusermount3", "-u", "-z", m], capture_output=True)
     assert not left, f"test left FUSE mounts behind: {sorted(left)}"

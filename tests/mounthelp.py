@@ -1,0 +1,74 @@
+"""Mounting our own filesystem in tests: always unmounted, and no daemon may be left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PASSWORD_FILE, PROJECT, fuse_mounts, unmount
+
+
+def daemon_pids(mountpoint: Path) -> list[int]:
+    """PIDs of cryptfs processes whose command line names this mount point."""
+    target = os.fsencode(os.path.realpath(mountpoint))
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"cryptfs" in argv and any(os.path.realpath(a) == target for a in argv if a.startswith(b"/")):
+            pids.append(int(entry))
+    return pids
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if os.path.exists(f"/proc/{p}") and _not_zombie(p)]
+        time.sleep(0.02)
+    return alive
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b") ")[1][:1] != b"Z"
+    except OSError:
+        return False
+
+
+def mount_cmd(cipherdir: Path, mountpoint: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "cryptfs", "mount", "--passfile", str(PASSWORD_FILE), *args,
+            str(cipherdir), str(mountpoint)]
+
+
+@contextlib.contextmanager
+def cryptfs_mount(cipherdir: Path, mountpoint: Path, *args: str, env: dict | None = None):
+    """Mount with our daemon; in finally unmount and fail if the mount or daemon stays."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(mount_cmd(cipherdir, mountpoint, *args), capture_output=True, text=True,
+                          cwd=PROJECT, timeout=60, stdin=subprocess.DEVNULL,
+                          env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, f"mount failed ({proc.returncode}): {proc.stderr}"
+    mp = os.path.realpath(mountpoint)
+    assert mp in fuse_mounts(), "mount returned 0 but nothing is mounted"
+    pids = daemon_pids(mountpoint)
+    try:
+        yield mountpoint
+    finally:
+        unmount(mountpoint)
+        left = wait_gone(pids, 2.0)
+        if left:
+            for p in left:
+                os.kill(p, 9)
+            pytest.fail(f"mount daemon(s) {left} still running after unmount")
