@@ -11,9 +11,10 @@ from .argv import normalize
 from .config import SCRYPT_LOGN_DEFAULT, ConfFile, FsParams
 from .cryptocore import GCM, SIV, XCHACHA
 from .errors import CryptfsError, UsageError
+from .hardening import protect_process
 from .names import LONGNAME_MAX_DEFAULT, LONGNAME_MAX_MIN
 from .password import KeySource
-from .tree import check_cipherdir, conf_path_for, open_tree
+from .tree import check_cipherdir, conf_path_for, display, open_tree
 
 
 class _Parser(argparse.ArgumentParser):
@@ -173,6 +174,7 @@ def cmd_mount(args) -> int:
     from .mount import check_mountpoint
 
     check_mountpoint(cfg)  # before asking for the password
+    protect_process()  # the daemon holds the key for as long as it runs
     tree = open_tree(args.cipherdir, KeySource(args.passfile, args.extpass, args.masterkey), args.config)
     return mount(tree, cfg)
 
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return exitcodes.ERROR
     except OSError as e:
-        name = f"{os.fsdecode(e.filename)}: " if e.filename else ""
+        name = f"{display(os.fsencode(e.filename))}: " if e.filename else ""
         print(f"cryptfs: error: {name}{e.strerror or e}", file=sys.stderr)
         return exitcodes.ERROR
 

@@ -57,7 +57,6 @@ class TreeExporter:
         self.out = os.fsencode(os.path.abspath(outdir))
         self.progress = progress
         self.stats = DecryptStats()
-        self._tmp_counter = 0
 
     def run(self) -> DecryptStats:
         items = walk(self.tree, b"", self._hidden)
@@ -91,13 +90,11 @@ class TreeExporter:
         warn(f"skipped {problem} (run 'cryptfs fsck' for details)")
 
     def _file(self, item: Item, dst: bytes, progress) -> None:
-        self._tmp_counter += 1
-        tmp = os.path.join(os.path.dirname(dst), b".cryptfs-partial-%d" % self._tmp_counter)
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         zero = memoryview(bytes(CHUNK))
         with self.tree.open(item.rel) as src:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            tmp, fd = _temp_file(os.path.dirname(dst))
             try:
                 off = 0
                 while off < src.plain_size:
@@ -115,6 +112,16 @@ class TreeExporter:
         os.rename(tmp, dst)
         self.stats.files += 1
         self.stats.plain_bytes += item.st.st_size
+
+
+def _temp_file(directory: bytes) -> tuple[bytes, int]:
+    """A fresh partial-output file; a plaintext entry may carry any name, so retry on a clash."""
+    while True:
+        tmp = os.path.join(directory, b".cryptfs-partial-" + os.urandom(6).hex().encode())
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
 
 
 def decrypt_tree(tree: CipherTree, outdir: str, progress: bool | None = None) -> DecryptStats:

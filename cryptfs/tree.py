@@ -32,12 +32,22 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{os.fsdecode(self.cipher_path)}: {self.reason}"
+        return f"{display(self.cipher_path)}: {self.reason}"
+
+
+def display(path: bytes) -> str:
+    """A path for messages and listings: one line, pure text, whatever bytes the name holds.
+
+    Invalid UTF-8 becomes \\xNN and control characters are escaped, so a name can neither
+    split a report line nor crash a strict-UTF-8 stdout.
+    """
+    text = path.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def show(rel: bytes) -> str:
-    """A plaintext path for messages (undecodable bytes escaped, never crashes)."""
-    return "/" + os.fsdecode(rel) if rel else "/"
+    """A plaintext path relative to the mount root, for messages."""
+    return "/" + display(rel)
 
 
 class CipherTree:
@@ -63,10 +73,10 @@ class CipherTree:
                 with open(path, "rb") as f:
                     iv = nm.check_diriv(f.read(nm.DIRIV_LEN + 1))
             except FileNotFoundError:
-                raise BadNameError(f"{os.fsdecode(path)} is missing: the directory cannot be "
+                raise BadNameError(f"{display(path)} is missing: the directory cannot be "
                                    "decrypted") from None
             except BadName as e:
-                raise BadNameError(f"{os.fsdecode(path)}: {e}") from None
+                raise BadNameError(f"{display(path)}: {e}") from None
             self._diriv[cipher_dir] = iv
         return iv
 
