@@ -145,6 +145,12 @@ class Readiness:
         deadline = time.monotonic() + 10
         while self.mountpoint not in mounted_paths() and time.monotonic() < deadline:
             time.sleep(0.005)
+        # A request to our own mount completes only after the kernel processed libfuse's INIT
+        # reply, which clamps the bdi readahead to the negotiated max_readahead: set it after.
+        try:
+            os.stat(self.mountpoint)
+        except OSError as e:
+            log.warning("mount point not answering yet: %s", e.strerror)
         if self.cfg.readahead_kb > 0:
             set_readahead(self.mountpoint, self.cfg.readahead_kb)
         log.info("mounted %s on %s (read-only)", self.cfg.cipherdir, self.mountpoint)
