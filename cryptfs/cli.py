@@ -148,7 +148,8 @@ def cmd_encrypt(args) -> int:
     stats = encrypt_tree(args.plaindir, args.cipherdir, password, params, args.scryptn,
                          args.dereference, _progress(args), args.config)
     if not args.quiet:
-        print(f"encrypted {stats.files} files, {stats.dirs} directories, {stats.symlinks} symlinks "
+        print(f"encrypted {stats.files} files ({_mib(stats.plain_bytes)}), {stats.dirs} directories, "
+              f"{stats.symlinks} symlinks "
               f"into {args.cipherdir} ({' '.join(params.flags())})")
     return exitcodes.OK
 

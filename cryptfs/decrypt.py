@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass
 
 from .errors import OutputError
-from .fsutil import is_inside, prepare_empty_dir, remove_created, set_times_and_mode
+from .fsutil import TreeStats, is_inside, prepare_empty_dir, remove_created, set_times_and_mode
 from .progress import bar, warn
 from .tree import CipherTree, show
 
@@ -24,15 +24,6 @@ CHUNK = 1 << 20
 class Item:
     rel: bytes
     st: os.stat_result  # plaintext view (st_size is the plaintext size)
-
-
-@dataclass
-class DecryptStats:
-    files: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    plain_bytes: int = 0
-    hidden: int = 0
 
 
 def walk(tree: CipherTree, rel: bytes = b"", on_problem=None) -> list[Item]:
@@ -56,9 +47,9 @@ class TreeExporter:
         self.tree = tree
         self.out = os.fsencode(os.path.abspath(outdir))
         self.progress = progress
-        self.stats = DecryptStats()
+        self.stats = TreeStats()
 
-    def run(self) -> DecryptStats:
+    def run(self) -> TreeStats:
         items = walk(self.tree, b"", self._hidden)
         total = sum(i.st.st_size for i in items if stat.S_ISREG(i.st.st_mode))
         dirs = []
@@ -81,6 +72,7 @@ class TreeExporter:
                     set_times_and_mode(dst, item.st)
                 else:
                     warn(f"{show(item.rel)}: skipped (device or socket)")
+                    self.stats.skipped += 1
         for dst, st in reversed(dirs):  # children first, so their writes do not bump mtimes
             set_times_and_mode(dst, st)
         return self.stats
@@ -124,7 +116,7 @@ def _temp_file(directory: bytes) -> tuple[bytes, int]:
             continue
 
 
-def decrypt_tree(tree: CipherTree, outdir: str, progress: bool | None = None) -> DecryptStats:
+def decrypt_tree(tree: CipherTree, outdir: str, progress: bool | None = None) -> TreeStats:
     if is_inside(outdir, os.fsdecode(tree.root)):
         raise OutputError(f"OUTDIR {outdir} is inside CIPHERDIR: choose another place")
     created = prepare_empty_dir(outdir, OutputError, "OUTDIR")

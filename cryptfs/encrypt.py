@@ -11,26 +11,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
 
 from . import names as nm
 from .config import ConfFile, FsParams
 from .content import PLAIN_BS, new_header
 from .errors import CipherDirError, CryptfsError, UsageError
-from .fsutil import is_inside, prepare_empty_dir, remove_created, set_times_and_mode
+from .fsutil import TreeStats, is_inside, prepare_empty_dir, remove_created, set_times_and_mode
 from .progress import bar, warn
 from .tree import CipherTree
 
 CHUNK_BLOCKS = 256  # 1 MiB of plaintext per read
-
-
-@dataclass
-class EncryptStats:
-    files: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    plain_bytes: int = 0
-    skipped: list[str] = field(default_factory=list)
 
 
 def data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
@@ -67,10 +57,10 @@ class TreeWriter:
         self.params = params
         self.dereference = dereference
         self.progress = progress
-        self.stats = EncryptStats()
+        self.stats = TreeStats()
         self._bar = None
 
-    def run(self) -> EncryptStats:
+    def run(self) -> TreeStats:
         total = _tree_bytes(self.plaindir, self.dereference)
         with bar(total, "encrypt", self.progress) as self._bar:
             root_st = os.stat(self.plaindir)
@@ -138,7 +128,7 @@ class TreeWriter:
                 set_times_and_mode(path, st)
             else:
                 warn(f"{src}: skipped (device or socket files are not encrypted)")
-                self.stats.skipped.append(src)
+                self.stats.skipped += 1
 
     def _symlink(self, src: str, cdir: bytes, name: bytes, st: os.stat_result) -> None:
         target = os.readlink(os.fsencode(src))
@@ -170,6 +160,7 @@ class TreeWriter:
             os.close(src_fd)
         set_times_and_mode(path, st)
         self.stats.files += 1
+        self.stats.plain_bytes += st.st_size
 
     def encrypt_fd(self, src_fd: int, dst_fd: int, plain_size: int) -> None:
         """Encrypt one file; full blocks that are holes in the source stay holes."""
@@ -219,7 +210,7 @@ def _tree_bytes(top: str, follow: bool) -> int:
 
 def encrypt_tree(plaindir: str, cipherdir: str, password: bytes, params: FsParams, logn: int,
                  dereference: bool = False, progress: bool | None = None,
-                 config: str | None = None) -> EncryptStats:
+                 config: str | None = None) -> TreeStats:
     if not os.path.isdir(plaindir):
         raise CipherDirError(f"{plaindir}: no such directory (PLAINDIR must be a directory)")
     if is_inside(cipherdir, plaindir):

@@ -5,8 +5,21 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from dataclasses import dataclass
 
 from .errors import CryptfsError
+
+
+@dataclass
+class TreeStats:
+    """What an encrypt or decrypt run wrote."""
+
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    plain_bytes: int = 0
+    skipped: int = 0  # special files not written
+    hidden: int = 0  # undecryptable names skipped
 
 
 def prepare_empty_dir(path: str, error: type[CryptfsError], what: str) -> bool:
