@@ -108,6 +108,11 @@ def _progress(args) -> bool | None:
     return False if args.quiet else None
 
 
+def _path(path: str) -> str:
+    """A command-line path for stdout: any bytes, printed as one line of text."""
+    return display(os.fsencode(path))
+
+
 def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
@@ -119,7 +124,7 @@ def cmd_decrypt(args) -> int:
     stats = decrypt_tree(tree, args.outdir, _progress(args))
     if not args.quiet:
         print(f"decrypted {stats.files} files ({_mib(stats.plain_bytes)}), {stats.dirs} directories, "
-              f"{stats.symlinks} symlinks into {args.outdir}")
+              f"{stats.symlinks} symlinks into {_path(args.outdir)}")
     if stats.hidden:
         print(f"cryptfs: warning: {stats.hidden} undecryptable names were skipped", file=sys.stderr)
     return exitcodes.OK
@@ -149,8 +154,7 @@ def cmd_encrypt(args) -> int:
                          args.dereference, _progress(args), args.config)
     if not args.quiet:
         print(f"encrypted {stats.files} files ({_mib(stats.plain_bytes)}), {stats.dirs} directories, "
-              f"{stats.symlinks} symlinks "
-              f"into {args.cipherdir} ({' '.join(params.flags())})")
+              f"{stats.symlinks} symlinks into {_path(args.cipherdir)} ({' '.join(params.flags())})")
     return exitcodes.OK
 
 

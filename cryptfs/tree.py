@@ -245,13 +245,28 @@ def open_tree(cipherdir: str, keys: KeySource, config: str | None = None) -> Cip
 
 
 def probe_master_key(tree: CipherTree) -> None:
-    """A wrong --masterkey decrypts nothing: say so instead of showing an empty tree."""
-    if tree.names.plaintext:
-        return
+    """A wrong --masterkey decrypts nothing: say so instead of reporting tampering later.
+
+    Encrypted names are the evidence; with plaintext names, the first block of the first
+    non-empty file in the root is.
+    """
     try:
         entries, problems = tree.scan(b"")
     except BadNameError:
         return
-    if problems and not entries:
-        raise WrongPasswordError("the master key does not decrypt any name in the root directory: "
-                                 "it is not the key of this filesystem")
+    if not tree.names.plaintext:
+        if problems and not entries:
+            raise WrongPasswordError("the master key does not decrypt any name in the root directory: "
+                                     "it is not the key of this filesystem")
+        return
+    for e in entries:
+        if os.path.isfile(e.cipher_path) and not os.path.islink(e.cipher_path):
+            try:
+                with tree.open(e.name) as f:
+                    f.read(0, 1)
+            except BlockError:
+                raise WrongPasswordError("the master key does not decrypt the first file in the root "
+                                         f"directory ({show(e.name)}): it is not the key of this "
+                                         "filesystem, or that file is corrupt") from None
+            if f.file_id is not None:
+                return

@@ -20,6 +20,21 @@ EXAMPLES = DATA / "gocryptfs-examples"
 PASSWORD_FILE = DATA / "password.txt"  # "test\n", the examples' password
 PROJECT = TESTS.parent
 
+# Published master keys of the bundled example filesystems (password "test"); spec §6 and
+# gocryptfs example_filesystems_test.go.
+EXAMPLE_MASTER_KEYS = {
+    "v1.3": "fd890dab-86bf61cf-ec5ad460-ad3ed01f-9c52d546-2a31783d-a56b088d-3d05232e",
+    "v2.2-deterministic-names": "722733f5-b0f399f5-5465ad7a-f0bed125-e82de7b4-045e7608-a5e5c78e-04a1a61e",
+    "v2.2-xchacha": "44670e7e-32475bfc-bdfb8a8c-be17a767-0679cac0-be705d8c-af41c411-28c40f26",
+    "v2.2-xchacha-deterministic-names":
+        "beba88a9-c6cd1dc0-b69c6f9d-9daea493-9ae87082-4ffc40bf-b44e52db-3933af39",
+    "v1.1-aessiv": "eaf371c3-f9a55336-8819f22b-7bccd7c2-a738cf61-7261c658-14c28a03-9428992b",
+    # legacy but still readable by gocryptfs v2 (no HKDF, 12-byte key-wrap nonce)
+    "v0.7": "ed7f6d83-40cce86c-0e7d79c2-a9438710-575221bf-30a0eb60-2821fa8f-7f3123bf",
+    "v0.7-plaintextnames": "6d96397b-585631e1-c7cba69d-61e738b6-4d5ad2c2-e21f0fb3-52f60d3a-b08526f7",
+    "v0.9": "1cafe3f4-bc316466-2214c47c-ecd89bf3-4e078fe4-f5faeea7-8b7cab02-884f5e1c",
+}
+
 
 def run_cli(*args: str | os.PathLike, module: str = "cryptfs", input: bytes | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess:
