@@ -77,6 +77,12 @@ def _c_decryptor(aead: Aead, choice: str):
                              nonce_len=aead.nonce_len, zero_is_hole=True)
 
 
+def _c_block_error() -> type[Exception]:
+    from ._blocks import BlockError as CBlockError
+
+    return CBlockError
+
+
 class ContentCodec:
     """Block arithmetic and block crypto for one filesystem's content cipher."""
 
@@ -86,6 +92,7 @@ class ContentCodec:
         self.cipher_bs = PLAIN_BS + aead.overhead
         self._zero_block = bytes(self.cipher_bs)
         self._c = _c_decryptor(aead, block_path or os.environ.get(BLOCK_PATH_ENV, "auto"))
+        self._c_error = _c_block_error() if self._c is not None else None
 
     @property
     def block_path(self) -> str:
@@ -163,11 +170,9 @@ class ContentCodec:
         """Fill ``out`` with plaintext from ``plain_off``; short only at EOF. Raises BlockError."""
         plain_size = self.plain_size(cipher_size)
         if self._c is not None:
-            from ._blocks import BlockError as CBlockError
-
             try:
                 return self._c.read_into(fd, out, plain_off, plain_size, file_id)
-            except CBlockError as e:
+            except self._c_error as e:
                 raise BlockError(e.args[0], e.args[1]) from None
         return self.read_into_python(fd, file_id, plain_size, plain_off, out)
 
