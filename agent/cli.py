@@ -1,0 +1,304 @@
+"""``python -m agent``: the init agent's command line (``quote``, ``get-resource``, ``broker``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+
+from cryptfs.argv import normalize
+
+from . import exitcodes
+from .errors import AgentError, AttesterError, QuoteError, QuoteVerificationError, UsageError
+from .tdx import quote as tdxq
+
+MAX_INPUT = 64 << 20  # a quote is ~5 KB; DICE/post-quantum chains can reach MBs, never this
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors go through the one handler
+        raise UsageError(f"{message}\n{self.format_usage().strip()}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m agent",
+                     description="The confidential model-serving init agent.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("quote", help="decode (and optionally check) an Intel TDX quote",
+                       description="Decode an Intel TDX quote (v4 or v5). Checks are offline: no "
+                                   "collateral, no TCB status.")
+    p.add_argument("file", metavar="FILE",
+                   help="the quote: raw binary, base64 or hex text ('-' reads stdin)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--verify", action="store_true",
+                   help="check the quote and QE report signatures, the QE binding and the PCK chain up "
+                        "to the pinned Intel SGX Root CA")
+    p.add_argument("--report-data", metavar="HEX",
+                   help="refuse the quote unless it is TDX, not a debug TD, and its REPORTDATA is "
+                        "exactly these 64 bytes (128 hex digits)")
+    p.add_argument("--allow-debug", action="store_true",
+                   help="with --report-data: accept a debug TD (development only)")
+    p = sub.add_parser("get-resource", help="attest to a Trustee key broker and fetch a resource",
+                       description="Like CDH's get-resource: prove the environment to the broker, receive "
+                                   "the resource as a JWE, decrypt it with an in-memory key pair.")
+    p.add_argument("uri", metavar="kbs:///REPO/TYPE/TAG")
+    p.add_argument("--url", help="broker base URL, may carry a path prefix (default: env TRUSTEE_URL)")
+    p.add_argument("--out", metavar="FILE", help="write the bytes here (mode 0600) instead of stdout")
+    _attest_args(p)
+
+    p = sub.add_parser("broker", help="run a local Trustee-compatible dev broker on loopback",
+                       description="A key broker for laptops and tests: never for production.")
+    p.add_argument("--resource", action="append", default=[], metavar="REPO/TYPE/TAG=@FILE",
+                   help="serve FILE's bytes as this resource (repeatable)")
+    p.add_argument("--dialect", choices=("0.4.0", "0.1.0"), default="0.4.0",
+                   help="KBS protocol to speak (0.1.0: Alibaba chart 1.0.0; 0.4.0: current)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--policy", metavar="FILE", help="JSON policy (see agent/broker.py)")
+    return parser
+
+
+def _attest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--attester", choices=("auto", "tdx", "system", "sample"),
+                   help="evidence source (default: env ATTESTER, else auto: tdx where configfs-tsm "
+                        "offers it; sample only when asked for)")
+    p.add_argument("--dialect", choices=("0.4.0", "0.1.0", "0.2.0", "0.1.1"),
+                   help="KBS protocol version (default: probe 0.4.0, then 0.1.0, 0.2.0, 0.1.1)")
+    p.add_argument("--key-alg", choices=("ECDH-ES+A256KW", "RSA-OAEP-256", "RSA1_5"),
+                   help="TEE key type for protocol >= 0.2.0 (default ECDH-ES+A256KW P-256)")
+    p.add_argument("--ca-bundle", metavar="PEM", help="CA certificates for an https broker")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    p.add_argument("--allow-debug", action="store_true", help="accept a debug TD (development only)")
+
+
+def _read(path: str) -> bytes:
+    if path == "-":
+        data = sys.stdin.buffer.read(MAX_INPUT + 1)
+    else:
+        with open(path, "rb") as f:
+            data = f.read(MAX_INPUT + 1)
+    if len(data) > MAX_INPUT:
+        raise QuoteError(f"{path}: larger than {MAX_INPUT >> 20} MiB, not a quote")
+    return data
+
+
+def _report_data_arg(text: str) -> bytes:
+    digits = "".join(text.split()).removeprefix("0x")
+    try:
+        value = bytes.fromhex(digits)
+    except ValueError:
+        raise UsageError("--report-data takes hex digits") from None
+    if len(value) != tdxq.REPORT_DATA_SIZE:
+        raise UsageError(f"--report-data must be exactly {tdxq.REPORT_DATA_SIZE} bytes "
+                         f"({2 * tdxq.REPORT_DATA_SIZE} hex digits), got {len(value)}; a shorter hash "
+                         "is zero-padded by the attester, so pad it the same way")
+    return value
+
+
+# -- the table ---------------------------------------------------------------------------------------
+_BODY_NAMES = {tdxq.BODY_TYPE_TDX10: "TDX 1.0 TD report", tdxq.BODY_TYPE_TDX15: "TDX 1.5 TD report"}
+
+
+def _tee_name(tee_type: int) -> str:
+    return {tdxq.TEE_TYPE_TDX: "TDX", tdxq.TEE_TYPE_SGX: "SGX: NOT TDX"}.get(tee_type, "unknown: NOT TDX")
+
+
+def format_table(q: tdxq.Quote, source: str, encoding: str) -> str:
+    h, b, sd = q.header, q.body, q.signature_data
+    rows: list[tuple[str, str]] = []
+
+    def row(key: str, value: str) -> None:
+        rows.append((key, value))
+
+    body = f"{q.body_size} bytes, {_BODY_NAMES[q.body_type]}"
+    row("file", f"{source} ({len(q.raw)} bytes, {encoding})")
+    row("version", f"{h.version} ({body})" if h.version == 4
+        else f"{h.version} (body type {q.body_type}: {body})")
+    row("attestation key", f"{h.att_key_type} (ECDSA-256 with P-256)")
+    row("TEE type", f"0x{h.tee_type:08x} ({_tee_name(h.tee_type)})")
+    vendor = " (Intel)" if h.qe_vendor_id == tdxq.INTEL_QE_VENDOR_ID else " (not Intel)"
+    row("QE vendor ID", h.qe_vendor_id.hex() + vendor)
+    row("QE SVN", f"{q.qe_svn} (QE report ISVSVN)")
+    row("PCE SVN", "(not in the PCK certificate)" if q.pce_svn is None else f"{q.pce_svn} (PCK certificate)")
+    if sd.pck is not None:
+        row("FMSPC", sd.pck.fmspc.hex())
+    row("header reserved", h.reserved.hex())
+    row("user data", h.user_data.hex())
+    row("TEE_TCB_SVN", b.tee_tcb_svn.hex())
+    if b.tee_tcb_svn2 is not None:
+        row("TEE_TCB_SVN2", b.tee_tcb_svn2.hex())
+    row("MRSEAM", b.mr_seam.hex())
+    row("MRSIGNERSEAM", b.mr_signer_seam.hex())
+    row("SEAMATTRIBUTES", f"0x{b.seam_attributes:016x}")
+    attrs = b.td_attributes
+    names = " ".join(attrs.set_bits) or "(none)"
+    warn = "  DEBUG TD: the host can read and change it" if attrs.debug else ""
+    row("TDATTRIBUTES", f"0x{attrs.value:016x} {names}{warn}")
+    row("XFAM", f"0x{b.xfam:016x}")
+    row("MRTD", b.mr_td.hex())
+    row("MRCONFIGID", b.mr_config_id.hex())
+    row("MROWNER", b.mr_owner.hex())
+    row("MROWNERCONFIG", b.mr_owner_config.hex())
+    if b.mr_servicetd is not None:
+        row("MRSERVICETD", b.mr_servicetd.hex())
+    for i, rtmr in enumerate(b.rtmrs):
+        row(f"RTMR{i}", rtmr.hex())
+    row("REPORTDATA", b.report_data.hex())
+    row("signature data", f"{q.signature_data_len} bytes, QE auth data {len(sd.qe_auth_data)} bytes, "
+                          f"trailing bytes {q.trailing_bytes}")
+    row("QE report", f"MRSIGNER {sd.qe_report.mr_signer.hex()} ISVPRODID {sd.qe_report.isv_prod_id} "
+                     f"ISVSVN {sd.qe_report.isv_svn}")
+    for i, c in enumerate(sd.certificates):
+        row(f"certificate {i}", f"{c.subject}")
+        row("", f"issuer {c.issuer}")
+        row("", f"valid {c.not_before:%Y-%m-%d %H:%M:%S} .. {c.not_after:%Y-%m-%d %H:%M:%S} UTC, "
+                f"SHA-256 {c.sha256}")
+    width = max(len(k) for k, _ in rows) + 2
+    return "\n".join(f"{(k + ':') if k else '':<{width}}{v}".rstrip() for k, v in rows)
+
+
+def _format_verification(v: tdxq.Verification) -> str:
+    lines = ["signature checks (offline: no collateral, TCB status, CRLs or validity dates):"]
+    width = max(len(c.name) for c in v.checks)
+    for c in v.checks:
+        lines.append(f"  {c.name:<{width}}  {'OK' if c.ok else 'FAILED'}  {c.detail}")
+    return "\n".join(lines)
+
+
+# -- commands ----------------------------------------------------------------------------------------
+def cmd_quote(args) -> int:
+    if args.allow_debug and args.report_data is None:
+        raise UsageError("--allow-debug only applies with --report-data")
+    expected = None if args.report_data is None else _report_data_arg(args.report_data)
+    try:
+        raw, encoding = tdxq.decode_quote_input(_read(args.file))
+        quote = tdxq.parse_quote(raw)
+    except QuoteError as e:
+        raise QuoteError(f"{args.file}: {e}", e.offset) from None
+    verification = tdxq.verify_signatures(quote) if args.verify else None
+    problems = None if expected is None else tdxq.quote_problems(quote, expected, args.allow_debug)
+
+    if args.json:
+        out: dict = {"file": args.file, "input_format": encoding, "quote": quote.to_dict()}
+        if verification is not None:
+            out["verification"] = verification.to_dict()
+        if problems is not None:
+            out["report_data_check"] = {"expected": expected.hex(), "allow_debug": args.allow_debug,
+                                        "ok": not problems, "problems": problems}
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_table(quote, args.file, encoding))
+        if verification is not None:
+            print(_format_verification(verification))
+        if problems is not None:
+            print(f"report data check: {'OK' if not problems else 'REFUSED'}")
+    sys.stdout.flush()
+
+    if verification is not None and not verification.ok:
+        names = ", ".join(c.name for c in verification.failed)
+        raise QuoteVerificationError(f"{len(verification.failed)} of {len(verification.checks)} signature "
+                                     f"checks failed: {names}")
+    if problems:
+        raise QuoteError("quote refused: " + "; ".join(problems))
+    return exitcodes.OK
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s agent %(levelname)s %(message)s")
+
+
+def _attester(args):
+    from .attesters import AttesterError as PluginError
+    from .attesters import select
+
+    try:
+        return select(args.attester, os.environ, allow_debug=args.allow_debug)
+    except PluginError as e:
+        raise AttesterError(str(e)) from None
+
+
+def cmd_get_resource(args) -> int:
+    from .kbs import KbsClient, instance_info_header
+
+    _setup_logging()
+    url = args.url or os.environ.get("TRUSTEE_URL")
+    if not url:
+        raise UsageError("no broker URL: give --url or set TRUSTEE_URL")
+    client = KbsClient(url, _attester(args), dialect=args.dialect, key_alg=args.key_alg,
+                       ca_bundle=args.ca_bundle, timeout=args.timeout, instance_info=instance_info_header())
+    data = client.get_resource(args.uri)
+    if args.out:
+        _write_private(args.out, data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return exitcodes.OK
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """Mode 0600, written to a temp file and renamed: a failure never leaves ``path`` behind."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".get-resource-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def cmd_broker(args) -> int:
+    from . import broker
+
+    _setup_logging()
+    if not args.resource:
+        raise UsageError("give at least one --resource REPO/TYPE/TAG=@FILE")
+    b = broker.Broker(broker.load_resources(args.resource), args.dialect, broker.Policy.load(args.policy))
+    try:
+        server = broker.serve(b, args.host, args.port)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
+    logging.getLogger("agent.broker").warning(
+        "dev broker (protocol %s) on http://%s:%d serving %d resource(s): for development only, never "
+        "for production", args.dialect, args.host, server.server_address[1], len(b.resources))
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return exitcodes.OK
+
+
+COMMANDS = {"quote": cmd_quote, "get-resource": cmd_get_resource, "broker": cmd_broker}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(normalize(argv, parser))
+        return COMMANDS[args.command](args)
+    except AgentError as e:
+        print(f"agent: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("agent: interrupted", file=sys.stderr)
+        return exitcodes.INTERRUPTED
+    except BrokenPipeError:
+        return exitcodes.ERROR
+    except OSError as e:
+        name = f"{e.filename}: " if e.filename else ""
+        print(f"agent: error: {name}{e.strerror or e}", file=sys.stderr)
+        return exitcodes.ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

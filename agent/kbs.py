@@ -1,0 +1,255 @@
+"""Trustee KBS client: auth -> attest -> resource, in the wire dialects found in the field.
+
+Dialect 0.4.0 (upstream trustee >= v0.14, openanolis >= v1.6) and 0.1.0 (openanolis <= v1.5.2,
+Alibaba's chart 1.0.0) are probed in that order, then 0.2.0 and 0.1.1, as
+``shared/specs/kbs-protocol.md`` §0 recommends. Retries follow guest-components: the
+handshake up to 5 times 1 s apart, the resource GET up to 3 attempts with one fresh handshake
+on 401. The TEE key pair lives in memory only; the session cookie and the token never reach a
+log. Errors are classified by the body's ``type`` (0.4.0 answers 401 for a denial and for a
+missing resource alike), not only by the status.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import logging
+import os
+import ssl
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from . import binding
+from .errors import (
+    BrokerUnreachable,
+    EvidenceRefused,
+    KbsProtocolError,
+    PolicyDenied,
+    ResourceNotFound,
+    UsageError,
+    VersionMismatch,
+)
+from .jwe import JweError, TeeKeyPair
+
+log = logging.getLogger("agent.kbs")
+
+PROBE_ORDER = ("0.4.0", "0.1.0", "0.2.0", "0.1.1")
+LEGACY_DIALECTS = ("0.1.0", "0.1.1")  # RSA1_5 keys only
+ERROR_TYPE_PREFIX = "https://github.com/confidential-containers/kbs/errors/"
+USER_AGENT = "cryptfs-agent-kbs-client/0.1"
+HANDSHAKE_ATTEMPTS = 5
+HANDSHAKE_DELAY = 1.0
+GET_ATTEMPTS = 3
+TIMEOUT = 60.0
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def error(self) -> tuple[str, str]:
+        """(variant, detail) of a Trustee ErrorInformation body; ("", text) otherwise."""
+        obj = self.json()
+        if isinstance(obj, dict) and isinstance(obj.get("type"), str):
+            variant = obj["type"].rsplit("/", 1)[-1]
+            return variant, str(obj.get("detail", ""))
+        return "", self.body[:300].decode("utf-8", "replace").strip()
+
+
+def instance_info_header(environ=os.environ) -> str | None:
+    """The EAS identity header ``AAInstanceInfo``: AA_INSTANCE_INFO as-is, else built from EAS vars."""
+    if environ.get("AA_INSTANCE_INFO"):
+        return environ["AA_INSTANCE_INFO"]
+    fields = {"eas_model_id": "EAS_MODEL_ID", "eas_instance_id": "EAS_INSTANCE_ID",
+              "eas_pod_name": "POD_NAME"}
+    info = {k: environ[v] for k, v in fields.items() if environ.get(v)}
+    return json.dumps(info, separators=(",", ":")) if info else None
+
+
+class KbsClient:
+    def __init__(self, base_url: str, attester, *, dialect: str | None = None, key_alg: str | None = None,
+                 ca_bundle: str | None = None, timeout: float = TIMEOUT, instance_info: str | None = None,
+                 sleep=time.sleep, handshake_attempts: int = HANDSHAKE_ATTEMPTS,
+                 handshake_delay: float = HANDSHAKE_DELAY):
+        if not base_url.startswith(("http://", "https://")):
+            raise UsageError(f"broker URL {base_url!r} must start with http:// or https://")
+        if dialect is not None and dialect not in PROBE_ORDER:
+            raise UsageError(f"unknown KBS protocol version {dialect!r} (known: {', '.join(PROBE_ORDER)})")
+        self.base = base_url.rstrip("/") + "/kbs/v0"
+        self.attester = attester
+        self.dialect = dialect
+        self.key_alg = key_alg
+        self.timeout = timeout
+        self.instance_info = instance_info
+        self._sleep = sleep
+        self._attempts = handshake_attempts
+        self._delay = handshake_delay
+        self._keys: dict[str, TeeKeyPair] = {}
+        self._cookies = http.cookiejar.CookieJar()
+        handlers: list = [urllib.request.HTTPCookieProcessor(self._cookies)]
+        if base_url.startswith("https://"):
+            ctx = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
+            handlers.append(urllib.request.HTTPSHandler(context=ctx))
+        self._opener = urllib.request.build_opener(*handlers)
+        self.attested = False
+
+    # transport --------------------------------------------------------------
+    def _request(self, method: str, path: str, body: dict | None = None,
+                 headers: dict | None = None) -> Reply:
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("User-Agent", USER_AGENT)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with self._opener.open(req, timeout=self.timeout) as resp:
+                return Reply(resp.status, resp.read())
+        except urllib.error.HTTPError as e:
+            return Reply(e.code, e.read())
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise BrokerUnreachable(f"cannot reach the key broker at {self.base} ({reason}): check "
+                                    "TRUSTEE_URL, the network path and that the broker is running") from None
+
+    # handshake ---------------------------------------------------------------
+    def _key(self, dialect: str) -> TeeKeyPair:
+        alg = "RSA1_5" if dialect in LEGACY_DIALECTS else (self.key_alg or "ECDH-ES+A256KW")
+        if dialect in LEGACY_DIALECTS and self.key_alg not in (None, "RSA1_5"):
+            raise UsageError(f"protocol {dialect} supports only RSA1_5 keys, not {self.key_alg}")
+        if alg not in self._keys:
+            self._keys[alg] = TeeKeyPair.generate(alg)
+        return self._keys[alg]
+
+    def _auth(self, version: str) -> Reply:
+        body = {"version": version, "tee": self.attester.tee, "extra-params": ""}
+        return self._request("POST", "/auth", body)
+
+    def _negotiate(self) -> tuple[str, dict]:
+        """POST /auth in each dialect until one answers 200; returns (dialect, challenge)."""
+        versions = [self.dialect] if self.dialect else list(PROBE_ORDER)
+        seen = []
+        for version in versions:
+            reply = self._auth(version)
+            if reply.status == 200:
+                challenge = reply.json()
+                if not isinstance(challenge, dict) or not isinstance(challenge.get("nonce"), str):
+                    raise KbsProtocolError(f"/auth answered 200 without a nonce: {reply.body[:200]!r}")
+                if self.dialect is None:
+                    log.info("broker speaks KBS protocol %s", version)
+                self.dialect = version
+                return version, challenge
+            variant, detail = reply.error()
+            seen.append(f"{version}: HTTP {reply.status} {variant} {detail}".strip())
+            if "version mismatch" not in detail.lower() and variant != "ProtocolVersion":
+                if reply.status == 400 and version == versions[0] and len(versions) > 1:
+                    continue  # an old actix server refusing the body shape: try the next dialect
+                raise EvidenceRefused(f"/auth refused (HTTP {reply.status}): {variant} {detail}".strip())
+        raise VersionMismatch("the broker speaks none of the KBS protocol versions this agent knows "
+                              f"({', '.join(versions)}): " + "; ".join(seen))
+
+    def _attest_body(self, dialect: str, nonce: str, jwk: dict, evidence: dict) -> dict:
+        if dialect == "0.1.0":
+            return {"tee-pubkey": jwk, "tee-evidence": json.dumps(evidence, separators=(",", ":"))}
+        if dialect in ("0.1.1", "0.2.0"):
+            return {"tee-pubkey": jwk, "tee-evidence": evidence}
+        return {"init-data": None, "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
+                "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""}}
+
+    def _handshake_once(self) -> None:
+        self._cookies.clear()
+        dialect, challenge = self._negotiate()
+        params = challenge.get("extra-params")
+        hash_alg = params.get("selected-hash-algorithm", "sha384") if isinstance(params, dict) else "sha384"
+        key = self._key(dialect)
+        jwk = key.jwk()
+        try:
+            digest = binding.runtime_data_digest(dialect, challenge["nonce"], jwk, "", hash_alg)
+        except ValueError as e:
+            raise KbsProtocolError(f"the broker's challenge cannot be answered: {e}") from None
+        evidence = self.attester.evidence(digest, dialect)
+        headers = {"AAInstanceInfo": self.instance_info} if self.instance_info else None
+        body = self._attest_body(dialect, challenge["nonce"], jwk, evidence)
+        reply = self._request("POST", "/attest", body, headers)
+        if reply.status != 200:
+            variant, detail = reply.error()
+            raise EvidenceRefused(f"the broker refused the {self.attester.tee} evidence (HTTP {reply.status} "
+                                  f"{variant}): {detail or 'no detail'}; check the attestation policy and "
+                                  "reference values")
+        token = reply.json()
+        if not isinstance(token, dict) or "token" not in token:
+            raise KbsProtocolError("/attest answered 200 without a token")
+        self.attested = True
+
+    def handshake(self) -> None:
+        """auth + attest, retried like guest-components (broker down or flaky); refusals are final."""
+        for attempt in range(1, self._attempts + 1):
+            try:
+                self._handshake_once()
+                return
+            except (BrokerUnreachable, KbsProtocolError) as e:
+                if attempt == self._attempts:
+                    raise
+                log.warning("handshake attempt %d/%d failed: %s; retrying", attempt, self._attempts, e)
+                self._sleep(self._delay)
+
+    # resources ----------------------------------------------------------------
+    def get_resource(self, uri: str) -> bytes:
+        """The raw bytes of ``kbs:///repo/type/tag`` (or ``repo/type/tag``)."""
+        try:
+            path = binding.kbs_resource_path(uri if uri.startswith("kbs") else "kbs:///" + uri)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if not self.attested:
+            self.handshake()
+        rehandshaken = False
+        last = None
+        for _ in range(GET_ATTEMPTS):
+            reply = self._request("GET", "/resource/" + path)
+            if reply.status == 200:
+                return self._decrypt(reply)
+            last = self._classify(reply, path)
+            if reply.status == 401 and not rehandshaken:
+                log.info("resource request answered 401 (%s); fresh handshake", reply.error()[0] or "no type")
+                rehandshaken = True
+                self.attested = False
+                self.handshake()
+                continue
+            raise last
+        raise last
+
+    def _decrypt(self, reply: Reply) -> bytes:
+        body = reply.json()
+        if not isinstance(body, dict):
+            raise KbsProtocolError("the resource reply is not a JWE JSON object")
+        try:
+            return self._keys_for(self.dialect).decrypt(body)
+        except JweError as e:
+            raise KbsProtocolError(f"the resource reply cannot be decrypted: {e}") from None
+
+    def _keys_for(self, dialect: str | None) -> TeeKeyPair:
+        return self._key(dialect or "0.4.0")
+
+    def _classify(self, reply: Reply, path: str):
+        variant, detail = reply.error()
+        text = f"{variant}: {detail}" if variant else detail
+        low = detail.lower()
+        if variant == "PolicyDeny" or "policy" in low and "deny" in low:
+            return PolicyDenied(f"the broker's policy denies {path} to this environment ({text}); "
+                                "check the resource policy and the evidence it sees")
+        missing = ("not found", "notfound", "no such", "does not exist", "readsecretfailed")
+        if reply.status == 404 or variant in ("ResourceNotFound", "ReadSecretFailed") or \
+                any(m in low for m in missing):
+            return ResourceNotFound(f"the broker has no resource {path} ({text}); check "
+                                    "DECRYPTION_KEY_URI and that the secret exists")
+        return KbsProtocolError(f"the broker answered HTTP {reply.status} for {path}: {text or 'no detail'}")
