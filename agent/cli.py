@@ -12,7 +12,7 @@ import tempfile
 from cryptfs.argv import normalize
 
 from . import exitcodes
-from .errors import AgentError, AttesterError, QuoteError, QuoteVerificationError, UsageError
+from .errors import AgentError, QuoteError, QuoteVerificationError, UsageError
 from .tdx import quote as tdxq
 
 MAX_INPUT = 64 << 20  # a quote is ~5 KB; DICE/post-quantum chains can reach MBs, never this
@@ -214,13 +214,9 @@ def _setup_logging() -> None:
 
 
 def _attester(args):
-    from .attesters import AttesterError as PluginError
     from .attesters import select
 
-    try:
-        return select(args.attester, os.environ, allow_debug=args.allow_debug)
-    except PluginError as e:
-        raise AttesterError(str(e)) from None
+    return select(args.attester, os.environ, allow_debug=args.allow_debug)
 
 
 def cmd_get_resource(args) -> int:

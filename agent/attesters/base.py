@@ -1,0 +1,54 @@
+"""The attester interface shared by the plug-ins, and its error."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Protocol, runtime_checkable
+
+from ..errors import AttesterError  # noqa: F401  (re-exported: the plug-ins raise the agent's error)
+
+DIALECTS = ("0.1.0", "0.1.1", "0.2.0", "0.4.0")
+
+
+@runtime_checkable
+class Attester(Protocol):
+    name: str  # "tdx" | "system" | "sample"
+    tee: str  # the KBS "tee" value sent in /auth
+
+    def detect(self) -> bool:
+        """True when this machine can produce this attester's evidence."""
+        ...
+
+    def evidence(self, report_data: bytes, dialect: str) -> dict:
+        """The evidence JSON object bound to ``report_data`` (the runtime-data digest).
+
+        ``dialect`` is the KBS protocol version in use; only the tdx CCEL form depends on it.
+        """
+        ...
+
+
+def b64(data: bytes) -> str:
+    """Standard base64 with padding, as every Trustee verifier decodes it."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def check_digest(report_data, limit: int = 64) -> bytes:
+    """The runtime-data digest as bytes; refuses an empty one or one over ``limit`` bytes."""
+    if not isinstance(report_data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"report_data must be bytes, not {type(report_data).__name__}")
+    data = bytes(report_data)
+    if not data or len(data) > limit:
+        raise AttesterError(f"the runtime-data digest is {len(data)} bytes; an attester accepts 1 to {limit} "
+                            "(SHA-384 gives 48)")
+    return data
+
+
+def check_dialect(dialect: str) -> str:
+    if dialect not in DIALECTS:
+        raise AttesterError(f"unknown KBS protocol dialect {dialect!r}; known: {', '.join(DIALECTS)}")
+    return dialect
+
+
+def get_logger(log: logging.Logger | None) -> logging.Logger:
+    return log if log is not None else logging.getLogger("agent")
