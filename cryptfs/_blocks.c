@@ -89,6 +89,20 @@ static EVP_CIPHER_CTX *thread_ctx(const Decryptor *d) {
     return tl_ctx;
 }
 
+/* The ciphertext staging buffer, reused by each thread (a FUSE request would otherwise
+ * malloc and free ~264 KiB per piece). */
+static __thread unsigned char *tl_cbuf;
+static __thread size_t tl_cbuf_size;
+
+static unsigned char *thread_cbuf(size_t size) {
+    if (tl_cbuf_size < size) {
+        free(tl_cbuf);
+        tl_cbuf = malloc(size);
+        tl_cbuf_size = tl_cbuf ? size : 0;
+    }
+    return tl_cbuf;
+}
+
 static int all_zero(const unsigned char *p, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++)
         if (p[i]) return 0;
@@ -134,7 +148,7 @@ static void run_piece(Piece *p) {
     p->got = 0; p->err = OK;
     EVP_CIPHER_CTX *ctx = thread_ctx(d);
     if (!ctx) { p->err = E_NOMEM; p->bad_chunk = p->first; return; }
-    unsigned char *cbuf = malloc((size_t)d->cipher_bs * IO_STEP_CHUNKS);
+    unsigned char *cbuf = thread_cbuf((size_t)d->cipher_bs * IO_STEP_CHUNKS);
     if (!cbuf) { p->err = E_NOMEM; p->bad_chunk = p->first; return; }
     int64_t done = 0;
     while (done < p->count) {
@@ -147,7 +161,7 @@ static void run_piece(Piece *p) {
             if (r < 0) {
                 if (errno == EINTR) continue;
                 p->err = E_IO; p->io_errno = errno; p->bad_chunk = p->first + done;
-                free(cbuf); return;
+                return;
             }
             if (r == 0) break;
             have += (size_t)r;
@@ -158,13 +172,12 @@ static void run_piece(Piece *p) {
             Py_ssize_t plen = 0;
             int e = open_chunk(ctx, rc, p->first + done + i, cbuf + i * d->cipher_bs, in_len,
                                p->out + (done + i) * d->plain_bs, &plen);
-            if (e) { p->err = e; p->bad_chunk = p->first + done + i; free(cbuf); return; }
+            if (e) { p->err = e; p->bad_chunk = p->first + done + i; return; }
             p->got += plen;
         }
         if (have < want) break; /* EOF */
         done += n;
     }
-    free(cbuf);
 }
 
 /* ---- persistent worker pool ------------------------------------------------------- */
@@ -236,6 +249,19 @@ static void run_split(Piece *pieces, int npieces) {
     if (queued) pthread_cond_broadcast(&pool_work);
     pthread_mutex_unlock(&pool_mu);
     run_piece(&pieces[0]);
+    /* Work stealing: take back our pieces that no worker has started (a busy worker would
+     * otherwise make this request wait for another request's work). */
+    pthread_mutex_lock(&pool_mu);
+    for (int i = 1; i < npieces; i++) {
+        for (int q = 0; q < q_len; q++) {
+            if (queue[q] == &pieces[i]) {
+                queue[q] = queue[--q_len];
+                pieces[i].done = -1;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&pool_mu);
     for (int i = 1; i < npieces; i++)
         if (pieces[i].done == -1) { run_piece(&pieces[i]); pieces[i].done = 1; }
     pthread_mutex_lock(&pool_mu);
@@ -347,6 +373,8 @@ static PyObject *Decryptor_read_into(Decryptor *self, PyObject *args, PyObject *
     int npieces = 1;
     Py_BEGIN_ALLOW_THREADS
     int workers = (count * d->plain_bs) >= SPLIT_MIN ? ensure_pool() : 0;
+    if (workers > 0 && workers > pool_target) /* set_threads() may have lowered it */
+        workers = pool_target > 0 ? pool_target : 0;
     npieces = workers + 1;
     if (npieces > count) npieces = (int)count;
     int64_t per = count / npieces, extra = count % npieces, at = first;
@@ -429,7 +457,7 @@ static PyObject *set_threads(PyObject *mod, PyObject *arg) {
         return NULL;
     }
     pthread_mutex_lock(&pool_mu);
-    if (n > pool_size || pool_target < 0 || pool_pid != getpid()) pool_target = (int)n;
+    pool_target = (int)n; /* started workers beyond the target stay idle */
     pthread_mutex_unlock(&pool_mu);
     Py_RETURN_NONE;
 }

@@ -18,6 +18,8 @@ from .progress import bar, warn
 from .tree import CipherTree, show
 
 CHUNK = 1 << 20
+WRITE_SLICE = 128 << 10
+ZERO_SLICE = bytes(WRITE_SLICE)
 
 
 @dataclass
@@ -84,7 +86,6 @@ class TreeExporter:
     def _file(self, item: Item, dst: bytes, progress) -> None:
         buf = bytearray(CHUNK)
         view = memoryview(buf)
-        zero = memoryview(bytes(CHUNK))
         with self.tree.open(item.rel) as src:
             tmp, fd = _temp_file(os.path.dirname(dst))
             try:
@@ -93,8 +94,7 @@ class TreeExporter:
                     n = src.read_into(off, view)
                     if n == 0:
                         break
-                    if view[:n] != zero[:n]:  # all-zero chunks become holes, like the source
-                        os.pwrite(fd, view[:n], off)
+                    _write_sparse(fd, buf, n, off)
                     off += n
                     progress.update(n)
                 os.ftruncate(fd, off)
@@ -104,6 +104,19 @@ class TreeExporter:
         os.rename(tmp, dst)
         self.stats.files += 1
         self.stats.plain_bytes += item.st.st_size
+
+
+def _write_sparse(fd: int, buf: bytearray, n: int, off: int) -> None:
+    """Write ``buf[:n]`` at ``off`` in WRITE_SLICE pieces; all-zero pieces stay holes.
+
+    Slices compare as bytes (memcmp): a memoryview comparison is ~60x slower on zeros. Smaller
+    writes were measured much faster than 1 MiB ones into fresh page cache (bench/README.md).
+    """
+    view = memoryview(buf)
+    for start in range(0, n, WRITE_SLICE):
+        end = min(n, start + WRITE_SLICE)
+        if buf[start:end] != ZERO_SLICE[: end - start]:
+            os.pwrite(fd, view[start:end], off + start)
 
 
 def _temp_file(directory: bytes) -> tuple[bytes, int]:
