@@ -51,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="write the bytes here (mode 0600) instead of stdout")
     _attest_args(p)
 
+    p = sub.add_parser("run", help="attest, fetch the key, mount the model, then start COMMAND",
+                       description="Configured by flags or the environment variables named in each "
+                                   "flag's help; with none of them set it just starts COMMAND.")
+    p.add_argument("--url", help="broker base URL (env TRUSTEE_URL)")
+    p.add_argument("--key-uri", help="kbs:///repo/type/tag of the model key (env DECRYPTION_KEY_URI)")
+    p.add_argument("--method", help="gocryptfs | sam (env ENCRYPTION_METHOD; default gocryptfs)")
+    p.add_argument("--cipher-dir", help="the encrypted model directory (env ENCRYPTED_MODEL_PATH)")
+    p.add_argument("--mount-path",
+                   help="where the plaintext appears (env MODEL_MOUNT_PATH; default /mnt/model)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    _attest_args(p)
+    p.add_argument("run_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+
     p = sub.add_parser("broker", help="run a local Trustee-compatible dev broker on loopback",
                        description="A key broker for laptops and tests: never for production.")
     p.add_argument("--resource", action="append", default=[], metavar="REPO/TYPE/TAG=@FILE",
@@ -208,9 +221,33 @@ def cmd_quote(args) -> int:
     return exitcodes.OK
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s agent %(levelname)s %(message)s")
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"ts": record.created, "level": record.levelname.lower(),
+                           "logger": record.name, "message": record.getMessage()})
+
+
+def _setup_logging(fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s agent %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def cmd_run(args) -> int:
+    from .run import run, run_exit_code
+
+    _setup_logging(args.log_format)
+    command = args.run_command[1:] if args.run_command[:1] == ["--"] else args.run_command
+    try:
+        return run(args, command)
+    except AgentError as e:
+        logging.getLogger("agent.run").error("%s", e)
+        return run_exit_code(e)
 
 
 def _attester(args):
@@ -273,7 +310,7 @@ def cmd_broker(args) -> int:
     return exitcodes.OK
 
 
-COMMANDS = {"quote": cmd_quote, "get-resource": cmd_get_resource, "broker": cmd_broker}
+COMMANDS = {"quote": cmd_quote, "get-resource": cmd_get_resource, "broker": cmd_broker, "run": cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,3 +73,20 @@ class KbsProtocolError(KbsError):
     """A reply we cannot use: not JSON, no nonce or token, a JWE that does not decrypt."""
 
     exit_code = exitcodes.PROTOCOL
+
+
+class ConfigurationError(AgentError):
+    """The run configuration is invalid or partial; the message names the variable."""
+
+    exit_code = exitcodes.RUN_CONFIG
+
+
+class MountFailed(AgentError):
+    """cryptfs mount did not come up; ``wrong_key`` when the key does not unlock the cipher dir."""
+
+    exit_code = exitcodes.RUN_MOUNT
+
+    def __init__(self, message: str, cryptfs_code: int | None = None):
+        super().__init__(message)
+        self.cryptfs_code = cryptfs_code
+        self.wrong_key = cryptfs_code == 12  # cryptfs.exitcodes.PASSWORD_INCORRECT

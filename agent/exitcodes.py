@@ -1,9 +1,8 @@
 """Exit codes of the ``python -m agent`` commands.
 
-Small numbers are for what exists today (``quote``, ``get-resource``, ``broker``). The codes
-125-127 are left free for the agent-run issue, which will use them for its own failures (as
-``env``/``timeout`` do for "the launcher itself failed" as opposed to the launched program's
-status).
+Small numbers are for what exists today (``quote``, ``get-resource``, ``broker``). ``run``
+uses 112-127 for its own failures, so that the model server's own exit codes pass through
+unambiguously (as ``env``/``timeout`` use 125-127).
 """
 
 OK = 0
@@ -18,6 +17,23 @@ EVIDENCE_REFUSED = 8  # the broker refused the evidence (attestation failed)
 DENIED = 9  # the broker's policy denies the resource to this environment
 NOT_FOUND = 10  # the broker has no such resource
 PROTOCOL = 11  # the broker's reply is malformed or cannot be decrypted
+# python -m agent run: its own failures (the command's own code passes through, 128+N for a
+# signal); a range model servers rarely use, like env/timeout's 125-127.
+RUN_CONFIG = 112  # the configuration is invalid or partial (DECRYPTION_KEY_URI missing, ...)
+RUN_ATTESTER = 113  # no usable attester / evidence could not be collected
+RUN_UNREACHABLE = 114  # the key broker cannot be reached
+RUN_VERSION_MISMATCH = 115  # the broker speaks no KBS protocol version we know
+RUN_EVIDENCE_REFUSED = 116  # the broker refused the evidence
+RUN_DENIED = 117  # the broker's policy denies the key
+RUN_NOT_FOUND = 118  # the broker has no such key
+RUN_PROTOCOL = 119  # the broker's reply is malformed or cannot be decrypted
+RUN_MOUNT = 120  # the mount failed (FUSE unavailable, bad cipher dir, busy mount point)
+RUN_WRONG_KEY = 121  # the key from the broker does not unlock the cipher dir
+RUN_MOUNT_DIED = 122  # the mount daemon died while the command ran; the command was stopped
+RUN_USAGE = 124  # bad command line for run
+RUN_ERROR = 125  # any other failure of the agent itself
+RUN_COMMAND_NOT_EXECUTABLE = 126  # the command exists but cannot be executed
+RUN_COMMAND_NOT_FOUND = 127  # the command was not found
 INTERRUPTED = 130  # stopped by SIGINT (Ctrl-C)
 
 ALL = {
@@ -33,5 +49,20 @@ ALL = {
     "DENIED": DENIED,
     "NOT_FOUND": NOT_FOUND,
     "PROTOCOL": PROTOCOL,
+    "RUN_CONFIG": RUN_CONFIG,
+    "RUN_ATTESTER": RUN_ATTESTER,
+    "RUN_UNREACHABLE": RUN_UNREACHABLE,
+    "RUN_VERSION_MISMATCH": RUN_VERSION_MISMATCH,
+    "RUN_EVIDENCE_REFUSED": RUN_EVIDENCE_REFUSED,
+    "RUN_DENIED": RUN_DENIED,
+    "RUN_NOT_FOUND": RUN_NOT_FOUND,
+    "RUN_PROTOCOL": RUN_PROTOCOL,
+    "RUN_MOUNT": RUN_MOUNT,
+    "RUN_WRONG_KEY": RUN_WRONG_KEY,
+    "RUN_MOUNT_DIED": RUN_MOUNT_DIED,
+    "RUN_USAGE": RUN_USAGE,
+    "RUN_ERROR": RUN_ERROR,
+    "RUN_COMMAND_NOT_EXECUTABLE": RUN_COMMAND_NOT_EXECUTABLE,
+    "RUN_COMMAND_NOT_FOUND": RUN_COMMAND_NOT_FOUND,
     "INTERRUPTED": INTERRUPTED,
 }

@@ -1,0 +1,337 @@
+"""``python -m agent run -- COMMAND``: attest, fetch the key, mount, start the model server.
+
+Fails closed: without the key there is no mount, and without the mount the command never
+starts. The key travels from the broker's JWE into an in-memory buffer, through an inherited
+pipe to ``cryptfs mount --passfile /dev/fd/N``, and is then wiped; it is never on disk, in argv,
+in an environment or in a log. The agent forwards SIGTERM/SIGINT/SIGHUP to the command, reaps
+orphans when it is PID 1, passes the command's exit code through (128+N for a signal) and tears
+the mount down when the command ends (command first, then unmount, then the daemon is waited for).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from cryptfs.mount import mounted_paths
+
+from . import binding, exitcodes
+from .errors import AgentError, ConfigurationError, MountFailed, UsageError
+
+log = logging.getLogger("agent.run")
+
+ENV = {
+    "url": "TRUSTEE_URL",
+    "key_uri": "DECRYPTION_KEY_URI",
+    "method": "ENCRYPTION_METHOD",
+    "cipher_dir": "ENCRYPTED_MODEL_PATH",
+    "mount_path": "MODEL_MOUNT_PATH",
+    "attester": "ATTESTER",
+}
+DEFAULT_MOUNT_PATH = "/mnt/model"
+METHODS = ("gocryptfs", "sam")
+READY_TIMEOUT = 120.0  # scrypt at N=2^16 plus mounting; a bad config fails long before
+STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL when the agent stops the command
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@dataclass
+class RunConfig:
+    secure: bool
+    url: str | None = None
+    key_uri: str | None = None
+    method: str = "gocryptfs"
+    cipher_dir: str | None = None
+    mount_path: str = DEFAULT_MOUNT_PATH
+    attester: str | None = None
+
+    @classmethod
+    def resolve(cls, args, environ=os.environ) -> RunConfig:
+        """Flags win over the environment; a partial secure configuration is refused."""
+        values = {k: getattr(args, k, None) or environ.get(v) or None for k, v in ENV.items()}
+        if not values["key_uri"]:
+            given = [ENV[k] for k in ("url", "method", "cipher_dir", "mount_path") if values[k]]
+            if given:
+                raise ConfigurationError(
+                    f"{', '.join(given)} set but DECRYPTION_KEY_URI is not: refusing to start, so that a "
+                    "typo cannot serve the model in the clear (set DECRYPTION_KEY_URI, or unset them)")
+            return cls(secure=False, attester=values["attester"])
+        missing = [ENV[k] for k in ("url", "cipher_dir") if not values[k]]
+        if missing:
+            raise ConfigurationError(f"DECRYPTION_KEY_URI is set but {', '.join(missing)} is not")
+        try:
+            binding.kbs_resource_path(values["key_uri"])
+        except ValueError as e:
+            raise ConfigurationError(f"DECRYPTION_KEY_URI: {e}") from None
+        method = (values["method"] or "gocryptfs").lower()
+        if method not in METHODS:
+            raise ConfigurationError(f"ENCRYPTION_METHOD={values['method']!r}: expected gocryptfs "
+                                     "or sam")
+        if method == "sam":
+            raise ConfigurationError("ENCRYPTION_METHOD=sam is not supported yet by this release: "
+                                     "encrypt the model with gocryptfs (python -m cryptfs encrypt)")
+        if not os.path.isdir(values["cipher_dir"]):
+            raise ConfigurationError(f"ENCRYPTED_MODEL_PATH={values['cipher_dir']}: no such directory "
+                                     "(is the OSS bucket mounted there?)")
+        return cls(True, values["url"], values["key_uri"], method, values["cipher_dir"],
+                   values["mount_path"] or DEFAULT_MOUNT_PATH, values["attester"])
+
+
+class PhaseLog:
+    """One log line per phase with its duration; text or JSON lines for log collectors."""
+
+    def __init__(self, fmt: str = "text"):
+        self.fmt = fmt
+        self.start = self.last = time.monotonic()
+
+    def phase(self, name: str, **fields) -> None:
+        now = time.monotonic()
+        took, total = now - self.last, now - self.start
+        self.last = now
+        if self.fmt == "json":
+            record = {"ts": time.time(), "level": "info", "phase": name, "seconds": round(took, 4),
+                      "since_start": round(total, 4), **fields}
+            print(json.dumps(record), file=sys.stderr, flush=True)
+        else:
+            extra = "".join(f" {k}={v}" for k, v in fields.items())
+            log.info("phase %s: %.3f s (%.3f s since start)%s", name, took, total, extra)
+
+
+def protect_process() -> None:
+    from cryptfs.hardening import protect_process as harden
+
+    harden()
+
+
+def fetch_key(cfg: RunConfig, args, phases: PhaseLog) -> bytearray:
+    from .attesters import select as select_attester
+    from .kbs import KbsClient, instance_info_header
+
+    attester = select_attester(cfg.attester, os.environ, allow_debug=getattr(args, "allow_debug", False))
+    client = KbsClient(cfg.url, attester, dialect=getattr(args, "dialect", None),
+                       key_alg=getattr(args, "key_alg", None), ca_bundle=getattr(args, "ca_bundle", None),
+                       instance_info=instance_info_header())
+    client.handshake()
+    phases.phase("handshake", attester=attester.name, dialect=client.dialect)
+    key = bytearray(client.get_resource(cfg.key_uri))
+    phases.phase("key", bytes=len(key))
+    return key
+
+
+def _first_line(secret: bytearray) -> bytes:
+    """gocryptfs' password semantics for the KMS secret: the first line, as -passfile reads it."""
+    line = bytes(secret).split(b"\n", 1)[0]
+    if not line:
+        raise ConfigurationError("the secret fetched from the broker is empty (its first line is empty)")
+    return line
+
+
+class Mount:
+    """The ``cryptfs mount --fg`` child: the key goes in through a pipe, readiness comes back."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, key: bytearray) -> None:
+        mp = self.cfg.mount_path
+        os.makedirs(mp, exist_ok=True)
+        key_r, key_w = os.pipe()
+        note_r, note_w = os.pipe()
+        cmd = [sys.executable, "-m", "cryptfs", "mount", "--fg", "--allow_other", "--passfile",
+               f"/dev/fd/{key_r}", "--notify-fd", str(note_w), self.cfg.cipher_dir, mp]
+        try:
+            self.proc = subprocess.Popen(cmd, pass_fds=(key_r, note_w), start_new_session=True,
+                                         stdin=subprocess.DEVNULL)
+        finally:
+            os.close(key_r)
+            os.close(note_w)
+        try:
+            os.write(key_w, _first_line(key) + b"\n")  # a pipe holds 64 KiB; a password at most 2 KiB
+        finally:
+            os.close(key_w)
+        self._wait_ready(note_r)
+
+    def _wait_ready(self, note_r: int) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        buf = b""
+        try:
+            while b"\n" not in buf:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise MountFailed(f"the mount was not ready after {READY_TIMEOUT:.0f} s")
+                ready, _, _ = select.select([note_r], [], [], min(remaining, 0.5))
+                if ready:
+                    chunk = os.read(note_r, 256)
+                    if not chunk:
+                        break
+                    buf += chunk
+                elif self.proc.poll() is not None:
+                    break
+        finally:
+            os.close(note_r)
+        if not buf.startswith(b"ready"):
+            code = self.proc.wait()
+            raise MountFailed(_mount_failure(code), code)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def stop(self) -> None:
+        """Unmount (SIGTERM makes the daemon unmount cleanly) and wait for the daemon."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        mp = os.path.realpath(self.cfg.mount_path)
+        if mp in mounted_paths():
+            subprocess.run(["fusermount3", "-u", "-z", mp], capture_output=True)
+
+
+def _mount_failure(code: int) -> str:
+    from cryptfs import exitcodes as cx
+
+    reasons = {
+        cx.PASSWORD_INCORRECT: "the key from the broker does not unlock ENCRYPTED_MODEL_PATH (wrong secret "
+                               "stored for DECRYPTION_KEY_URI?)",
+        cx.CONFIG: "ENCRYPTED_MODEL_PATH has no usable gocryptfs.conf (is it the encrypted model directory?)",
+        cx.CIPHERDIR: "ENCRYPTED_MODEL_PATH is not a directory",
+        cx.MOUNTPOINT: "MODEL_MOUNT_PATH cannot be used, or FUSE is unavailable: the container needs "
+                       "--device /dev/fuse and CAP_SYS_ADMIN, and the mount point must be empty and not "
+                       "mounted",
+    }
+    return f"mount failed (cryptfs exit {code}): {reasons.get(code, 'see the cryptfs messages above')}"
+
+
+class Supervisor:
+    """Runs the command, forwards signals, reaps orphans, notices a dead mount daemon."""
+
+    def __init__(self, command: list[str], mount: Mount | None):
+        self.command = command
+        self.mount = mount
+        self.child: subprocess.Popen | None = None
+
+    def _forward(self, signum, frame) -> None:
+        if self.child is not None and self.child.poll() is None:
+            try:
+                os.kill(self.child.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def run(self) -> int:
+        try:
+            self.child = subprocess.Popen(self.command)
+        except FileNotFoundError:
+            raise CommandNotFound(f"command not found: {self.command[0]}") from None
+        except PermissionError:
+            raise CommandNotExecutable(f"command not executable: {self.command[0]}") from None
+        for sig in FORWARDED:
+            signal.signal(sig, self._forward)
+        try:
+            return self._wait()
+        finally:
+            for sig in FORWARDED:
+                signal.signal(sig, signal.SIG_DFL)
+
+    def _wait(self) -> int:
+        mount_pid = self.mount.pid if self.mount else None
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                return exitcodes.RUN_ERROR
+            if pid == self.child.pid:
+                self.child.returncode = os.waitstatus_to_exitcode(status)
+                code = self.child.returncode
+                return 128 - code if code < 0 else code
+            if pid == mount_pid:
+                self.mount.proc.returncode = os.waitstatus_to_exitcode(status)
+                log.error("the mount daemon exited (status %s) while the command was running: stopping the "
+                          "command", self.mount.proc.returncode)
+                self._stop_child()
+                return exitcodes.RUN_MOUNT_DIED
+            # anything else: an orphan reparented to us (PID 1 duty), now reaped
+
+    def _stop_child(self) -> None:
+        self.child.send_signal(signal.SIGTERM)
+        try:
+            self.child.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+            self.child.wait()
+
+
+class CommandNotFound(AgentError):
+    exit_code = exitcodes.RUN_COMMAND_NOT_FOUND
+
+
+class CommandNotExecutable(AgentError):
+    exit_code = exitcodes.RUN_COMMAND_NOT_EXECUTABLE
+
+
+def run_exit_code(exc: AgentError) -> int:
+    """The agent run's own failures use 112-127, codes model servers rarely use (like env's 125-127)."""
+    from .errors import (
+        AttesterError,
+        BrokerUnreachable,
+        EvidenceRefused,
+        KbsProtocolError,
+        PolicyDenied,
+        ResourceNotFound,
+        VersionMismatch,
+    )
+
+    if isinstance(exc, MountFailed):
+        return exitcodes.RUN_WRONG_KEY if exc.wrong_key else exitcodes.RUN_MOUNT
+    table = [(UsageError, exitcodes.RUN_USAGE), (ConfigurationError, exitcodes.RUN_CONFIG),
+             (AttesterError, exitcodes.RUN_ATTESTER), (BrokerUnreachable, exitcodes.RUN_UNREACHABLE),
+             (VersionMismatch, exitcodes.RUN_VERSION_MISMATCH),
+             (EvidenceRefused, exitcodes.RUN_EVIDENCE_REFUSED), (PolicyDenied, exitcodes.RUN_DENIED),
+             (ResourceNotFound, exitcodes.RUN_NOT_FOUND), (KbsProtocolError, exitcodes.RUN_PROTOCOL),
+             (CommandNotFound, exitcodes.RUN_COMMAND_NOT_FOUND),
+             (CommandNotExecutable, exitcodes.RUN_COMMAND_NOT_EXECUTABLE)]
+    for cls, code in table:
+        if isinstance(exc, cls):
+            return code
+    return exitcodes.RUN_ERROR
+
+
+def run(args, command: list[str]) -> int:
+    if not command:
+        raise UsageError("give the command to start after --, e.g. python -m agent run -- python server.py")
+    phases = PhaseLog(getattr(args, "log_format", "text") or "text")
+    cfg = RunConfig.resolve(args, os.environ)
+    if not cfg.secure:
+        log.info("no DECRYPTION_KEY_URI: starting the command without attestation or mount")
+        return Supervisor(command, None).run()
+    protect_process()
+    phases.phase("config", key_uri=cfg.key_uri, cipher_dir=cfg.cipher_dir, mount=cfg.mount_path)
+    key = fetch_key(cfg, args, phases)
+    mount = Mount(cfg)
+    try:
+        try:
+            mount.start(key)
+        finally:
+            key[:] = bytes(len(key))  # the daemon has it now; drop our copy
+        phases.phase("unlock+mount", mount=cfg.mount_path)
+        phases.phase("ready")
+        code = Supervisor(command, mount).run()
+        phases.phase("command exited", code=code)
+        return code
+    finally:
+        mount.stop()
+        if mount.proc is not None:
+            phases.phase("unmounted")
