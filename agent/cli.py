@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     _attest_args(p)
     p.add_argument("run_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
 
+    p = sub.add_parser("check", help="validate the run configuration and environment (no key fetched)")
+    p.add_argument("--url", help="broker base URL (env TRUSTEE_URL)")
+    p.add_argument("--key-uri", help="env DECRYPTION_KEY_URI")
+    p.add_argument("--method", help="env ENCRYPTION_METHOD")
+    p.add_argument("--cipher-dir", help="env ENCRYPTED_MODEL_PATH")
+    p.add_argument("--mount-path", help="env MODEL_MOUNT_PATH")
+    _attest_args(p)
+
     p = sub.add_parser("broker", help="run a local Trustee-compatible dev broker on loopback",
                        description="A key broker for laptops and tests: never for production.")
     p.add_argument("--resource", action="append", default=[], metavar="REPO/TYPE/TAG=@FILE",
@@ -310,7 +318,15 @@ def cmd_broker(args) -> int:
     return exitcodes.OK
 
 
-COMMANDS = {"quote": cmd_quote, "get-resource": cmd_get_resource, "broker": cmd_broker, "run": cmd_run}
+def cmd_check(args) -> int:
+    from .run import check
+
+    _setup_logging()
+    return check(args)
+
+
+COMMANDS = {"quote": cmd_quote, "get-resource": cmd_get_resource, "broker": cmd_broker, "run": cmd_run,
+            "check": cmd_check}
 
 
 def main(argv: list[str] | None = None) -> int:

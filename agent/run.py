@@ -335,3 +335,85 @@ def run(args, command: list[str]) -> int:
         mount.stop()
         if mount.proc is not None:
             phases.phase("unmounted")
+
+
+def check(args, environ=os.environ) -> int:
+    """Validate configuration and environment without fetching the key; one line per check."""
+    results: list[tuple[bool, str, int]] = []
+
+    def record(ok: bool, what: str, code: int = exitcodes.RUN_CONFIG) -> None:
+        results.append((ok, what, code))
+        print(f"{'ok  ' if ok else 'FAIL'} {what}", flush=True)
+
+    try:
+        cfg = RunConfig.resolve(args, environ)
+    except AgentError as e:
+        record(False, f"configuration: {e}")
+        return results[-1][2]
+    if not cfg.secure:
+        record(True, "configuration: no DECRYPTION_KEY_URI, so run would start the command in the clear "
+                     "(no attestation, no mount)")
+        return exitcodes.OK
+    record(True, f"configuration: key {cfg.key_uri}, cipher dir {cfg.cipher_dir}, mount {cfg.mount_path}")
+    _check_cipher_dir(cfg, record)
+    _check_fuse(cfg, record)
+    attester = _check_attester(cfg, args, environ, record)
+    if attester is not None:
+        _check_broker(cfg, args, attester, record)
+    failed = [r for r in results if not r[0]]
+    return failed[0][2] if failed else exitcodes.OK
+
+
+def _check_cipher_dir(cfg: RunConfig, record) -> None:
+    from cryptfs.config import ConfFile
+    from cryptfs.errors import CryptfsError
+
+    try:
+        conf = ConfFile.load(os.path.join(cfg.cipher_dir, "gocryptfs.conf"))
+        record(True, f"cipher dir: gocryptfs.conf readable, flags {' '.join(conf.feature_flags)}, "
+                     f"scrypt N={conf.scrypt.n}")
+    except CryptfsError as e:
+        record(False, f"cipher dir: {e}", exitcodes.RUN_CONFIG)
+
+
+def _check_fuse(cfg: RunConfig, record) -> None:
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR))
+        record(True, "/dev/fuse can be opened")
+    except OSError as e:
+        record(False, f"/dev/fuse cannot be opened ({e.strerror}): run the container with --device /dev/fuse "
+                      "and --cap-add SYS_ADMIN", exitcodes.RUN_MOUNT)
+    mp = os.path.realpath(cfg.mount_path)
+    if mp in mounted_paths():
+        record(False, f"mount point {cfg.mount_path} is already mounted", exitcodes.RUN_MOUNT)
+    elif os.path.isdir(mp) and os.listdir(mp):
+        record(False, f"mount point {cfg.mount_path} is not empty", exitcodes.RUN_MOUNT)
+    elif os.path.exists(mp) and not os.path.isdir(mp):
+        record(False, f"mount point {cfg.mount_path} is not a directory", exitcodes.RUN_MOUNT)
+    else:
+        state = "exists" if os.path.isdir(mp) else "will be created"
+        record(True, f"mount point {cfg.mount_path} usable ({state})")
+
+
+def _check_attester(cfg: RunConfig, args, environ, record):
+    from .attesters import select as select_attester
+
+    try:
+        attester = select_attester(cfg.attester, environ, allow_debug=getattr(args, "allow_debug", False))
+        record(True, f"attester: {attester.name} (tee {attester.tee})")
+        return attester
+    except AgentError as e:
+        record(False, f"attester: {e}", exitcodes.RUN_ATTESTER)
+        return None
+
+
+def _check_broker(cfg: RunConfig, args, attester, record) -> None:
+    from .kbs import KbsClient
+
+    client = KbsClient(cfg.url, attester, dialect=getattr(args, "dialect", None),
+                       ca_bundle=getattr(args, "ca_bundle", None), timeout=getattr(args, "timeout", 10.0))
+    try:
+        dialect, _ = client._negotiate()
+        record(True, f"broker {cfg.url}: reachable, speaks KBS protocol {dialect} (the key was not fetched)")
+    except AgentError as e:
+        record(False, f"broker {cfg.url}: {e}", run_exit_code(e))

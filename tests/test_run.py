@@ -267,3 +267,30 @@ def _children(pid: int) -> list[int]:
             if int(fields[1]) == pid:
                 out.append(int(entry))
     return out
+
+
+def test_check_validates_without_fetching_the_key(model, tmp_path):
+    _, cipher, pwfile, _ = model
+    b = broker.Broker({"default/key/model": pwfile.read_bytes()}, "0.4.0", broker.Policy())
+    released = []
+    real = b.resource
+    b.resource = lambda sid, path: (released.append(path), real(sid, path))[1]
+    server = broker.serve(b, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = agent_env(f"http://127.0.0.1:{server.server_address[1]}", cipher, tmp_path / "mnt")
+        r = subprocess.run([sys.executable, "-m", "agent", "check"], env=env, cwd=PROJECT,
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+        out = r.stdout.decode()
+        assert "FAIL" not in out and "speaks KBS protocol 0.4.0" in out and "/dev/fuse" in out
+        env["ATTESTER"] = "auto"  # no TEE here: check names what it looked for
+        r = subprocess.run([sys.executable, "-m", "agent", "check", "--attester", "auto"], env=env,
+                           cwd=PROJECT, capture_output=True, timeout=60)
+        assert r.returncode == exitcodes.RUN_ATTESTER
+        assert "FAIL attester" in r.stdout.decode() and "configfs-tsm" in r.stdout.decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert released == []
