@@ -51,6 +51,7 @@ class RunConfig:
     cipher_dir: str | None = None
     mount_path: str = DEFAULT_MOUNT_PATH
     attester: str | None = None
+    mode: str = "fuse"  # MOUNT_MODE: fuse (default) | copy (decrypt into a RAM-backed dir)
 
     @classmethod
     def resolve(cls, args, environ=os.environ) -> RunConfig:
@@ -80,8 +81,11 @@ class RunConfig:
         if not os.path.isdir(values["cipher_dir"]):
             raise ConfigurationError(f"ENCRYPTED_MODEL_PATH={values['cipher_dir']}: no such directory "
                                      "(is the OSS bucket mounted there?)")
+        mode = (environ.get("MOUNT_MODE") or "fuse").lower()
+        if mode not in ("fuse", "copy"):
+            raise ConfigurationError(f"MOUNT_MODE={mode!r}: expected fuse or copy")
         return cls(True, values["url"], values["key_uri"], method, values["cipher_dir"],
-                   values["mount_path"] or DEFAULT_MOUNT_PATH, values["attester"])
+                   values["mount_path"] or DEFAULT_MOUNT_PATH, values["attester"], mode)
 
 
 class PhaseLog:
@@ -216,6 +220,77 @@ def _mount_failure(code: int) -> str:
     return f"mount failed (cryptfs exit {code}): {reasons.get(code, 'see the cryptfs messages above')}"
 
 
+RAM_FILESYSTEMS = ("tmpfs", "ramfs")
+
+
+def copy_to_ram(cfg: RunConfig, key: bytearray) -> None:
+    """MOUNT_MODE=copy: decrypt the whole model into a RAM-backed directory (no FUSE needed).
+
+    The target must be on tmpfs/ramfs (e.g. under /dev/shm) and the plaintext must fit in the
+    memory that is available; tmpfs pages can be swapped where swap is configured.
+    """
+    from cryptfs.config import ConfFile
+    from cryptfs.decrypt import decrypt_tree
+    from cryptfs.errors import CryptfsError, WrongPasswordError
+    from cryptfs.tree import CipherTree
+
+    target = check_ram_target(cfg)
+    need = _tree_bytes(cfg.cipher_dir)
+    avail = _available_memory()
+    if need > avail:
+        raise ConfigurationError(f"MOUNT_MODE=copy: the model needs about {need >> 20} MiB but only "
+                                 f"{avail >> 20} MiB of memory is available")
+    try:
+        conf = ConfFile.load(os.path.join(cfg.cipher_dir, "gocryptfs.conf"))
+        tree = CipherTree(cfg.cipher_dir, conf.params, conf.unlock(_first_line(key)))
+        decrypt_tree(tree, target)
+    except WrongPasswordError:
+        raise MountFailed("the key from the broker does not unlock ENCRYPTED_MODEL_PATH", 12) from None
+    except CryptfsError as e:
+        raise MountFailed(f"MOUNT_MODE=copy: decryption failed: {e}", e.exit_code) from None
+
+
+def check_ram_target(cfg: RunConfig) -> str:
+    """MOUNT_MODE=copy must decrypt onto tmpfs/ramfs, never onto a disk; checked before the key."""
+    target = os.path.realpath(cfg.mount_path)
+    fstype = _fstype(os.path.dirname(target) if not os.path.exists(target) else target)
+    if fstype not in RAM_FILESYSTEMS:
+        raise ConfigurationError(f"MOUNT_MODE=copy: MODEL_MOUNT_PATH={cfg.mount_path} is on {fstype}, not "
+                                 "tmpfs: the plaintext would reach a disk; use a path under /dev/shm or a "
+                                 "tmpfs volume")
+    return target
+
+
+def _fstype(path: str) -> str:
+    best, fstype = "", "unknown"
+    with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            parts = line.split()
+            point = parts[1].replace("\\040", " ")
+            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+                best, fstype = point, parts[2]
+    return fstype
+
+
+def _tree_bytes(top: str) -> int:
+    total = 0
+    for root, _, files in os.walk(top):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _available_memory() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 class Supervisor:
     """Runs the command, forwards signals, reaps orphans, notices a dead mount daemon."""
 
@@ -318,8 +393,19 @@ def run(args, command: list[str]) -> int:
         log.info("no DECRYPTION_KEY_URI: starting the command without attestation or mount")
         return Supervisor(command, None).run()
     protect_process()
-    phases.phase("config", key_uri=cfg.key_uri, cipher_dir=cfg.cipher_dir, mount=cfg.mount_path)
+    if cfg.mode == "copy":
+        check_ram_target(cfg)
+    phases.phase("config", key_uri=cfg.key_uri, cipher_dir=cfg.cipher_dir, mount=cfg.mount_path,
+                 mode=cfg.mode)
     key = fetch_key(cfg, args, phases)
+    if cfg.mode == "copy":
+        try:
+            copy_to_ram(cfg, key)
+        finally:
+            key[:] = bytes(len(key))
+        phases.phase("unlock+copy", path=cfg.mount_path)
+        phases.phase("ready")
+        return Supervisor(command, None).run()
     mount = Mount(cfg)
     try:
         try:

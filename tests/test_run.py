@@ -10,9 +10,11 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -294,3 +296,23 @@ def test_check_validates_without_fetching_the_key(model, tmp_path):
         server.shutdown()
         server.server_close()
     assert released == []
+
+
+def test_copy_mode_decrypts_into_ram(model, tmp_path):
+    plain, cipher, pwfile, _ = model
+    target = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="cryptfs-copy-test-"))
+    target.rmdir()
+    out = tmp_path / "probe.json"
+    try:
+        with dev_broker({"default/key/model": pwfile.read_bytes()}) as url:
+            env = agent_env(url, cipher, target, PROBE_OUT=str(out), MOUNT_MODE="copy")
+            r = run_agent(env, *probe_cmd())
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        seen = json.loads(out.read_text())
+        want = {os.fsdecode(k) for k, v in snapshot(plain, times=False).items() if v[0] == "file"}
+        assert set(seen["files"]) == want
+        env = agent_env("http://127.0.0.1:9", cipher, tmp_path / "disk", MOUNT_MODE="copy")
+        r = run_agent(env, "true")  # not RAM-backed: refused before anything else
+        assert r.returncode == exitcodes.RUN_CONFIG and b"not tmpfs" in r.stderr
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
