@@ -109,9 +109,12 @@ class PhaseLog:
 
 
 def protect_process() -> None:
+    """No core dumps, not dumpable, memory locked where safe: this process will hold the key."""
+    from cryptfs.hardening import lock_memory
     from cryptfs.hardening import protect_process as harden
 
     harden()
+    lock_memory()
 
 
 def fetch_key(cfg: RunConfig, args, phases: PhaseLog) -> bytearray:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from .errors import CryptfsError, MountPointError, UsageError
 from .fuse_ops import MountOptions, build_operations
+from .hardening import lock_memory
 
 log = logging.getLogger("cryptfs.mount")
 
@@ -178,6 +179,7 @@ def detach_stdio() -> None:
 
 def serve(source, cfg: MountConfig, mountpoint: str, ready_pipe: int | None) -> int:
     """Run the FUSE loop until unmounted; returns an exit code."""
+    lock_memory()  # here, in the serving process: memory locks do not survive fork()
     mfusepy = load_mfusepy()
     ops_cls, fuse_cls = build_operations(mfusepy)
     ops = ops_cls(source, MountOptions(direct_io=cfg.direct_io),
