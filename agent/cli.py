@@ -9,7 +9,7 @@ import os
 import sys
 import tempfile
 
-from cryptfs.argv import normalize
+from cryptfs.argv import run_main
 
 from . import exitcodes
 from .errors import AgentError, QuoteError, QuoteVerificationError, UsageError
@@ -330,23 +330,7 @@ COMMANDS = {"quote": cmd_quote, "get-resource": cmd_get_resource, "broker": cmd_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = parser.parse_args(normalize(argv, parser))
-        return COMMANDS[args.command](args)
-    except AgentError as e:
-        print(f"agent: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("agent: interrupted", file=sys.stderr)
-        return exitcodes.INTERRUPTED
-    except BrokenPipeError:
-        return exitcodes.ERROR
-    except OSError as e:
-        name = f"{e.filename}: " if e.filename else ""
-        print(f"agent: error: {name}{e.strerror or e}", file=sys.stderr)
-        return exitcodes.ERROR
+    return run_main("agent", build_parser(), COMMANDS, argv, AgentError, exitcodes)
 
 
 if __name__ == "__main__":

@@ -235,10 +235,11 @@ def copy_to_ram(cfg: RunConfig, key: bytearray) -> None:
     from cryptfs.config import ConfFile
     from cryptfs.decrypt import decrypt_tree
     from cryptfs.errors import CryptfsError, WrongPasswordError
+    from cryptfs.fsutil import tree_bytes
     from cryptfs.tree import CipherTree
 
     target = check_ram_target(cfg)
-    need = _tree_bytes(cfg.cipher_dir)
+    need = tree_bytes(cfg.cipher_dir)
     avail = _available_memory()
     if need > avail:
         raise ConfigurationError(f"MOUNT_MODE=copy: the model needs about {need >> 20} MiB but only "
@@ -273,17 +274,6 @@ def _fstype(path: str) -> str:
             if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
                 best, fstype = point, parts[2]
     return fstype
-
-
-def _tree_bytes(top: str) -> int:
-    total = 0
-    for root, _, files in os.walk(top):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def _available_memory() -> int:

@@ -39,3 +39,32 @@ def normalize(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
             takes_value = known.get(name, False) and not eq
         out.append(arg)
     return out
+
+
+def run_main(prog: str, parser: argparse.ArgumentParser, commands: dict, argv: list[str] | None,
+             error_cls: type[Exception], codes, interrupted_note: str = "") -> int:
+    """The one top-level handler of a command line: dispatch, then map every failure to a code.
+
+    ``error_cls`` instances carry ``exit_code``; ``codes`` is the package's exitcodes module.
+    """
+    import os
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(normalize(argv, parser))
+        return commands[args.command](args)
+    except error_cls as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted{interrupted_note}", file=sys.stderr)
+        return codes.INTERRUPTED
+    except BrokenPipeError:
+        return codes.ERROR
+    except OSError as e:
+        from .tree import display
+
+        name = f"{display(os.fsencode(e.filename))}: " if e.filename else ""
+        print(f"{prog}: error: {name}{e.strerror or e}", file=sys.stderr)
+        return codes.ERROR

@@ -7,7 +7,7 @@ import os
 import sys
 
 from . import __version__, exitcodes
-from .argv import normalize
+from .argv import run_main
 from .config import SCRYPT_LOGN_DEFAULT, ConfFile, FsParams
 from .cryptocore import GCM, SIV, XCHACHA
 from .errors import CryptfsError, UsageError
@@ -271,23 +271,8 @@ COMMANDS = {"decrypt": cmd_decrypt, "encrypt": cmd_encrypt, "info": cmd_info, "f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = parser.parse_args(normalize(argv, parser))
-        return COMMANDS[args.command](args)
-    except CryptfsError as e:
-        print(f"cryptfs: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("cryptfs: interrupted; partial output was removed", file=sys.stderr)
-        return exitcodes.INTERRUPTED
-    except BrokenPipeError:
-        return exitcodes.ERROR
-    except OSError as e:
-        name = f"{display(os.fsencode(e.filename))}: " if e.filename else ""
-        print(f"cryptfs: error: {name}{e.strerror or e}", file=sys.stderr)
-        return exitcodes.ERROR
+    return run_main("cryptfs", build_parser(), COMMANDS, argv, CryptfsError, exitcodes,
+                    "; partial output was removed")
 
 
 if __name__ == "__main__":

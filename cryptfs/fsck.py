@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from .content import HEADER_LEN, PLAIN_BS
 from .errors import BadNameError, BlockError
+from .fsutil import tree_bytes
 from .progress import bar
 from .tree import CipherTree, PlainFile, show
 
@@ -39,7 +40,7 @@ class Checker:
             self._on_problem(message)
 
     def run(self) -> FsckReport:
-        total = _cipher_bytes(os.fsdecode(self.tree.root))
+        total = tree_bytes(os.fsdecode(self.tree.root))
         with bar(total, "fsck", self.progress) as self._bar:
             self._dir(b"")
         return self.report
@@ -113,17 +114,6 @@ class Checker:
             except BlockError as e:
                 self._problem(str(e))
         return length
-
-
-def _cipher_bytes(top: str) -> int:
-    total = 0
-    for root, _, files in os.walk(top):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def fsck(tree: CipherTree, progress: bool | None = None, on_problem=None) -> FsckReport:

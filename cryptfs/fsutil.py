@@ -82,3 +82,15 @@ def set_times_and_mode(path: str | bytes, st: os.stat_result, is_link: bool = Fa
 def is_inside(child: str, parent: str) -> bool:
     child, parent = os.path.realpath(child), os.path.realpath(parent)
     return child == parent or child.startswith(parent.rstrip("/") + "/")
+
+
+def tree_bytes(top: str) -> int:
+    """Total size of the files below ``top`` (lstat: links not followed), for progress and size checks."""
+    total = 0
+    for root, _, files in os.walk(top):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total

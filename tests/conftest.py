@@ -157,3 +157,21 @@ def make_sample_tree(root: Path) -> Path:
     os.symlink("/a/b/c/d", root / "abs_link")
     os.symlink("../size_1", root / "dir" / "up_link")
     return root
+
+
+@contextlib.contextmanager
+def serve_broker(b):
+    """Run an agent.broker.Broker on a free loopback port for the test; yields its base URL."""
+    import threading
+
+    from agent import broker
+
+    server = broker.serve(b, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

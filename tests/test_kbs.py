@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA, PROJECT
+from conftest import DATA, PROJECT, serve_broker
 
 from agent import binding, broker, exitcodes, kbs
 from agent.errors import (
@@ -71,15 +71,9 @@ class VectorTdxAttester:
 
 @contextlib.contextmanager
 def running(b: broker.Broker):
-    server = broker.serve(b, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/trustee"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    """The broker behind a path prefix, as Alibaba's ingress puts it (/trustee/kbs/v0/...)."""
+    with serve_broker(b) as url:
+        yield url + "/trustee"
 
 
 def make_broker(dialect="0.4.0", policy=None, resources=None):

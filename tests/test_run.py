@@ -6,7 +6,6 @@ nor the agent's log; signals reach the command; the mount always goes away.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -15,12 +14,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, fuse_mounts, make_sample_tree, snapshot
+from conftest import PROJECT, fuse_mounts, make_sample_tree, serve_broker, snapshot
 
 from agent import broker, exitcodes
 
@@ -56,17 +54,8 @@ def model(oracle, tmp_path_factory):
     return plain, cipher, pwfile, password
 
 
-@contextlib.contextmanager
 def dev_broker(resources: dict, dialect="0.4.0", policy=None):
-    b = broker.Broker(resources, dialect, policy or broker.Policy())
-    server = broker.serve(b, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return serve_broker(broker.Broker(resources, dialect, policy or broker.Policy()))
 
 
 def agent_env(url: str, cipher: Path, mnt: Path, **extra) -> dict:
@@ -277,11 +266,8 @@ def test_check_validates_without_fetching_the_key(model, tmp_path):
     released = []
     real = b.resource
     b.resource = lambda sid, path: (released.append(path), real(sid, path))[1]
-    server = broker.serve(b, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        env = agent_env(f"http://127.0.0.1:{server.server_address[1]}", cipher, tmp_path / "mnt")
+    with serve_broker(b) as url:
+        env = agent_env(url, cipher, tmp_path / "mnt")
         r = subprocess.run([sys.executable, "-m", "agent", "check"], env=env, cwd=PROJECT,
                            capture_output=True, timeout=60)
         assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
@@ -292,9 +278,6 @@ def test_check_validates_without_fetching_the_key(model, tmp_path):
                            cwd=PROJECT, capture_output=True, timeout=60)
         assert r.returncode == exitcodes.RUN_ATTESTER
         assert "FAIL attester" in r.stdout.decode() and "configfs-tsm" in r.stdout.decode()
-    finally:
-        server.shutdown()
-        server.server_close()
     assert released == []
 
 
