@@ -11,7 +11,7 @@ import tempfile
 
 from cryptfs.argv import run_main
 
-from . import exitcodes
+from . import demo, exitcodes
 from .errors import AgentError, QuoteError, QuoteVerificationError, UsageError
 from .tdx import quote as tdxq
 
@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cipher-dir", help="env ENCRYPTED_MODEL_PATH")
     p.add_argument("--mount-path", help="env MODEL_MOUNT_PATH")
     _attest_args(p)
+
+    demo.add_parser(sub)
 
     p = sub.add_parser("broker", help="run a local Trustee-compatible dev broker on loopback",
                        description="A key broker for laptops and tests: never for production.")
@@ -326,7 +328,7 @@ def cmd_check(args) -> int:
 
 
 COMMANDS = {"quote": cmd_quote, "get-resource": cmd_get_resource, "broker": cmd_broker, "run": cmd_run,
-            "check": cmd_check}
+            "check": cmd_check, "demo": demo.cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

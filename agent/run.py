@@ -284,6 +284,12 @@ def _available_memory() -> int:
     return 0
 
 
+def _own_process_group() -> dict:
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"preexec_fn": os.setpgrp}  # noqa: PLW1509 (3.10 has no process_group)
+
+
 class Supervisor:
     """Runs the command, forwards signals, reaps orphans, notices a dead mount daemon."""
 
@@ -301,7 +307,9 @@ class Supervisor:
 
     def run(self) -> int:
         try:
-            self.child = subprocess.Popen(self.command)
+            # Its own process group: a terminal's Ctrl-C reaches the agent only, which forwards it
+            # once (otherwise the command would get SIGINT twice).
+            self.child = subprocess.Popen(self.command, **_own_process_group())
         except FileNotFoundError:
             raise CommandNotFound(f"command not found: {self.command[0]}") from None
         except PermissionError:
