@@ -6,6 +6,7 @@ nor the agent's log; signals reach the command; the mount always goes away.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -86,8 +87,9 @@ def test_command_sees_the_tree_and_its_code_passes_through(model, tmp_path, dial
         r = run_agent(agent_env(url, cipher, mnt, PROBE_OUT=str(out), CODE="42"), *probe_cmd())
     assert r.returncode == 42, r.stderr.decode()
     seen = json.loads(out.read_text())
-    want = {os.fsdecode(k): v for k, v in snapshot(plain, times=False).items() if v[0] == "file"}
-    assert set(seen["files"]) == set(want)
+    want = {os.fsdecode(k): hashlib.sha256(v[2]).hexdigest()
+            for k, v in snapshot(plain, times=False).items() if v[0] == "file"}
+    assert seen["files"] == want  # every file, byte for byte (by SHA-256)
     assert seen["argv"][1:] == ["arg with space", "$HOME"]
     secret = password.decode()
     assert secret not in json.dumps(seen["env"]) and secret not in seen["cmdline"]
