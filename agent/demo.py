@@ -13,14 +13,17 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from .errors import UsageError
 
 KEY_PATH = "default/key/demo-model"
+STOP_GRACE = 30  # seconds agent run gets to stop its command and unmount after a signal
 
 
 def add_parser(sub) -> None:
@@ -72,7 +75,65 @@ class Steps:
         self.last = now
 
 
+class _Stopped(BaseException):
+    """A signal arrived before ``agent run`` was started: unwind through ``finally``."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Signals:
+    """SIGINT, SIGTERM and SIGHUP while the demo runs.
+
+    ``agent run`` runs in its own session, so a terminal's Ctrl-C reaches only the demo, which
+    forwards it (by PID) exactly once, as does ``kill -INT``/``kill -TERM`` of the demo's PID;
+    the agent then stops its command and unmounts. Before the agent is started a signal aborts
+    the demo through its ``finally``; during cleanup it is only remembered.
+    """
+
+    HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self):
+        self.child: subprocess.Popen | None = None
+        self.received: int | None = None
+        self.starting = False  # between fork and knowing the child's PID: only remember
+        self.cleaning = False
+        self._previous = {}
+
+    def __enter__(self) -> _Signals:
+        for sig in self.HANDLED:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = self.received or signum
+        if self.child is not None and self.child.poll() is None:
+            try:
+                os.kill(self.child.pid, signum)
+            except ProcessLookupError:
+                pass
+        elif self.child is None and not (self.starting or self.cleaning):
+            raise _Stopped(signum)
+
+
 def cmd_demo(args) -> int:
+    if args.size_mb < 1 or args.size_mb > 1024:
+        raise UsageError("--size-mb must be between 1 and 1024")
+    with _Signals() as signals:
+        try:
+            return _demo(args, signals)
+        except _Stopped as e:
+            print(f"demo: stopped by {signal.Signals(e.signum).name}; everything it made was removed",
+                  flush=True)
+            return 128 + e.signum
+
+
+def _demo(args, signals: _Signals) -> int:
     from cryptfs.config import FsParams
     from cryptfs.encrypt import encrypt_tree
     from cryptfs.mount import mounted_paths
@@ -80,8 +141,6 @@ def cmd_demo(args) -> int:
     from . import broker
     from .run import ENV
 
-    if args.size_mb < 1 or args.size_mb > 1024:
-        raise UsageError("--size-mb must be between 1 and 1024")
     steps = Steps()
     work = tempfile.mkdtemp(prefix="agent-demo-", dir=args.workdir)
     plain, cipher, mnt = (os.path.join(work, n) for n in ("model", "model.enc", "mnt"))
@@ -92,9 +151,8 @@ def cmd_demo(args) -> int:
         password = secrets.token_urlsafe(24).encode()
         encrypt_tree(plain, cipher, password, FsParams(), 16, progress=False)
         steps.done(f"encrypted it in the gocryptfs v2 format (scrypt N=2^16) into {cipher}")
+        # The broker runs in this process: the password goes from memory to memory, never to disk.
         server = broker.serve(broker.Broker({KEY_PATH: password + b"\n"}, "0.4.0"), "127.0.0.1", 0)
-        import threading
-
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}"
         steps.done(f"dev key broker on {url} holds the password as kbs:///{KEY_PATH}")
@@ -105,7 +163,7 @@ def cmd_demo(args) -> int:
         check = [sys.executable, "-m", "agent.demo_check", mnt, plain] + (["--wait"] if args.keep else [])
         print("demo: running  python -m agent run -- python -m agent.demo_check ...  (sample attester: "
               "expect its warning)", flush=True)
-        code = _run_agent(env, check)
+        code = _run_agent(env, check, signals)
         steps.done(f"agent run finished with exit code {code}")
         if code == 0:
             total = time.monotonic() - steps.t0
@@ -116,6 +174,7 @@ def cmd_demo(args) -> int:
             print(f"demo: FAILED with exit code {code} (see the messages above)", flush=True)
         return code
     finally:
+        signals.cleaning = True
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -124,14 +183,61 @@ def cmd_demo(args) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run_agent(env: dict, command: list[str]) -> int:
-    """agent run in a child; on Ctrl-C it gets the SIGINT too and tears its mount down."""
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--", *command], env=env)
+def _run_agent(env: dict, command: list[str], signals: _Signals) -> int:
+    """``agent run`` in its own session; signals to the demo are forwarded to it (see _Signals).
+
+    If it has not finished STOP_GRACE seconds after a signal, it and every process under it (the
+    mount daemon, the command) are killed by PID, and the caller's ``finally`` unmounts.
+    """
+    signals.starting = True
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
+        proc = signals.child = subprocess.Popen([sys.executable, "-m", "agent", "run", "--", *command],
+                                                env=env, start_new_session=True)
+    finally:
+        signals.starting = False
+    if signals.received is not None:  # arrived while it was being started
+        os.kill(proc.pid, signals.received)
+    deadline = None
+    try:
+        while True:
+            try:
+                code = proc.wait(0.2)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if signals.received is not None and deadline is None:
+                deadline = time.monotonic() + STOP_GRACE
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"demo: agent run did not stop within {STOP_GRACE} s of the signal; killing it",
+                      flush=True)
+                _kill_tree(proc.pid)
+                code = proc.wait()
+                break
+    finally:
+        if proc.poll() is None:  # an exception on the way: never leave it running
+            _kill_tree(proc.pid)
+            proc.wait()
+    return 128 - code if code < 0 else code
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL pid and its descendants (found through /proc), each by its PID."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    todo, tree = [pid], []
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    for p in tree:
         try:
-            return proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -299,7 +299,9 @@ class Supervisor:
         self.child: subprocess.Popen | None = None
 
     def _forward(self, signum, frame) -> None:
-        if self.child is not None and self.child.poll() is None:
+        # returncode, not poll(): poll() could reap the command here, and _wait's waitpid(-1)
+        # would then block on the mount daemon and lose the command's exit code.
+        if self.child is not None and self.child.returncode is None:
             try:
                 os.kill(self.child.pid, signum)
             except ProcessLookupError:
