@@ -268,18 +268,7 @@ class TeeKeyPair:
             raise JweError("ECDH-ES+A256KW JWE header has no 'epk' object")
         if epk.get("kty") != "EC" or epk.get("crv") != "P-256":
             raise JweError(f"epk must be an EC P-256 key, got kty={epk.get('kty')!r} crv={epk.get('crv')!r}")
-        coords = []
-        for c in ("x", "y"):
-            if c not in epk:
-                raise JweError(f"epk has no {c!r} coordinate")
-            raw = b64url_decode(epk[c], f"epk.{c}")
-            if len(raw) != P256_COORD:
-                raise JweError(f"epk.{c} must be {P256_COORD} bytes for P-256, got {len(raw)}")
-            coords.append(int.from_bytes(raw, "big"))
-        try:
-            peer = ec.EllipticCurvePublicNumbers(coords[0], coords[1], ec.SECP256R1()).public_key()
-        except ValueError:
-            raise JweError("epk is not a point on P-256")
+        peer = _ec_public(epk, "epk")
         if len(encrypted_key) != WRAPPED_CEK_LEN:
             raise JweError(f"encrypted_key must be {WRAPPED_CEK_LEN} bytes (A256KW-wrapped 32-byte CEK), "
                            f"got {len(encrypted_key)}")
@@ -361,21 +350,22 @@ def _rsa_public(jwk: dict) -> rsa.RSAPublicKey:
     return key
 
 
-def _ec_public(jwk: dict) -> ec.EllipticCurvePublicKey:
+def _ec_public(jwk: dict, what: str = "EC JWK") -> ec.EllipticCurvePublicKey:
+    """A P-256 public key from JWK coordinates (the client's key, or a JWE header's epk)."""
     if jwk.get("crv") != "P-256":
-        raise JweError(f"EC JWK curve must be P-256, got {jwk.get('crv')!r}")
+        raise JweError(f"{what} curve must be P-256, got {jwk.get('crv')!r}")
     coords = []
     for c in ("x", "y"):
         if c not in jwk:
-            raise JweError(f"EC JWK lacks {c!r}")
-        raw = b64url_decode(jwk[c], f"jwk.{c}")
+            raise JweError(f"{what} lacks {c!r}")
+        raw = b64url_decode(jwk[c], f"{what}.{c}")
         if len(raw) != P256_COORD:
-            raise JweError(f"EC JWK {c} must be {P256_COORD} bytes, got {len(raw)}")
+            raise JweError(f"{what}.{c} must be {P256_COORD} bytes for P-256, got {len(raw)}")
         coords.append(int.from_bytes(raw, "big"))
     try:
         return ec.EllipticCurvePublicNumbers(coords[0], coords[1], ec.SECP256R1()).public_key()
     except ValueError:
-        raise JweError("EC JWK is not a point on P-256")
+        raise JweError(f"{what} is not a point on P-256") from None
 
 
 def _compact_json(obj: dict) -> str:
