@@ -357,7 +357,7 @@ def _ec_public(jwk: dict, what: str = "EC JWK") -> ec.EllipticCurvePublicKey:
     coords = []
     for c in ("x", "y"):
         if c not in jwk:
-            raise JweError(f"{what} lacks {c!r}")
+            raise JweError(f"{what} lacks {c!r}: there is no {c!r} coordinate")
         raw = b64url_decode(jwk[c], f"{what}.{c}")
         if len(raw) != P256_COORD:
             raise JweError(f"{what}.{c} must be {P256_COORD} bytes for P-256, got {len(raw)}")
