@@ -60,6 +60,19 @@ def make_model(path: str, size_mb: int) -> None:
     _write_json(os.path.join(path, "tokenizer.json"), tokenizer)
 
 
+def fuse_usable() -> bool:
+    """libfuse3, fusermount3 and /dev/fuse: what the mount needs (else the demo copies into RAM)."""
+    import ctypes.util
+
+    if not (ctypes.util.find_library("fuse3") and shutil.which("fusermount3")):
+        return False
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR))
+    except OSError:
+        return False
+    return True
+
+
 def _write_json(path: str, obj) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2)
@@ -145,6 +158,7 @@ def _demo(args, signals: _Signals) -> int:
     work = tempfile.mkdtemp(prefix="agent-demo-", dir=args.workdir)
     plain, cipher, mnt = (os.path.join(work, n) for n in ("model", "model.enc", "mnt"))
     server = None
+    ram_dir = None
     try:
         make_model(plain, args.size_mb)
         steps.done(f"made a {args.size_mb} MiB Hugging Face-style model in {plain}")
@@ -160,6 +174,11 @@ def _demo(args, signals: _Signals) -> int:
         env.update({"TRUSTEE_URL": url, "DECRYPTION_KEY_URI": f"kbs:///{KEY_PATH}",
                     "ENCRYPTION_METHOD": "gocryptfs", "ENCRYPTED_MODEL_PATH": cipher,
                     "MODEL_MOUNT_PATH": mnt, "ATTESTER": "sample"})
+        if not fuse_usable() and os.path.isdir("/dev/shm"):
+            mnt = ram_dir = os.path.join(tempfile.mkdtemp(prefix="agent-demo-", dir="/dev/shm"), "model")
+            env.update({"MOUNT_MODE": "copy", "MODEL_MOUNT_PATH": mnt})
+            print("demo: FUSE is not usable here (apt-get install fuse3, /dev/fuse): using MOUNT_MODE=copy, "
+                  f"decrypting into the RAM-backed {mnt} instead of mounting", flush=True)
         check = [sys.executable, "-m", "agent.demo_check", mnt, plain] + (["--wait"] if args.keep else [])
         print("demo: running  python -m agent run -- python -m agent.demo_check ...  (sample attester: "
               "expect its warning)", flush=True)
@@ -181,6 +200,8 @@ def _demo(args, signals: _Signals) -> int:
         if os.path.realpath(mnt) in mounted_paths():
             subprocess.run(["fusermount3", "-u", "-z", mnt], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
+        if ram_dir:
+            shutil.rmtree(os.path.dirname(ram_dir), ignore_errors=True)
 
 
 def _run_agent(env: dict, command: list[str], signals: _Signals) -> int:

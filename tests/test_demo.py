@@ -147,3 +147,16 @@ def test_demo_keep_until_signalled(tmp_path, how):
     assert code == 0 and "demo: SUCCESS" in log.read_text(), log.read_text()
     assert elapsed < 20  # forwarded at once, not after the demo's kill timeout
     assert_nothing_left(work)
+
+
+def test_demo_without_fuse_copies_into_ram(tmp_path, monkeypatch, capfd):
+    """A fresh machine without fuse3: the quickstart's demo still runs, via MOUNT_MODE=copy."""
+    import os as _os
+
+    monkeypatch.setattr(demo, "fuse_usable", lambda: False)
+    before = set(_os.listdir("/dev/shm"))
+    code = demo.cmd_demo(SimpleNamespace(keep=False, size_mb=1, workdir=str(tmp_path)))
+    out, err = capfd.readouterr()
+    assert code == 0, out + err
+    assert "MOUNT_MODE=copy" in out and "demo: SUCCESS" in out
+    assert set(_os.listdir("/dev/shm")) == before and list(tmp_path.iterdir()) == []
