@@ -12,6 +12,7 @@
  *   AAD = aad_pre || be64(chunk_no) || aad_post [|| 1 byte: 1 if last chunk else 0],
  *   zero_is_hole: a full-size all-zero chunk reads as zeros (gocryptfs holes) or is an error.
  * On-disk chunk: nonce | ciphertext | 16-byte tag.
+ * seal_into() is the inverse for packers (the Sam package): same layout, GIL released.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #define TAG_LEN 16
 #define MAX_NONCE 32
@@ -411,6 +413,98 @@ done:
     return result;
 }
 
+
+/* ---- sealing (the Sam packer) ------------------------------------------------------ */
+static __thread EVP_CIPHER_CTX *tl_ectx;
+static __thread uint64_t tl_eid;
+
+static EVP_CIPHER_CTX *thread_ectx(const Decryptor *d) {
+    if (!tl_ectx) {
+        tl_ectx = EVP_CIPHER_CTX_new();
+        if (!tl_ectx) return NULL;
+        tl_eid = 0;
+    }
+    if (tl_eid != d->id) {
+        if (EVP_EncryptInit_ex(tl_ectx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+            EVP_CIPHER_CTX_ctrl(tl_ectx, EVP_CTRL_GCM_SET_IVLEN, (int)d->nonce_len, NULL) != 1 ||
+            EVP_EncryptInit_ex(tl_ectx, NULL, NULL, d->key, NULL) != 1) {
+            tl_eid = 0;
+            return NULL;
+        }
+        tl_eid = d->id;
+    }
+    return tl_ectx;
+}
+
+/* Seal `count` chunks of `plain` (chunk `first` onwards) into `out`; fresh random nonces. */
+static int seal_chunks(const Decryptor *d, const ReadCtx *rc, int64_t first, const unsigned char *plain,
+                       Py_ssize_t plain_len, unsigned char *out) {
+    EVP_CIPHER_CTX *ctx = thread_ectx(d);
+    if (!ctx) return E_NOMEM;
+    Py_ssize_t pos = 0;
+    for (int64_t c = first; pos < plain_len; c++) {
+        Py_ssize_t n = plain_len - pos < d->plain_bs ? plain_len - pos : d->plain_bs;
+        unsigned char *o = out + (c - first) * d->cipher_bs;
+        do {
+            if (RAND_bytes(o, (int)d->nonce_len) != 1) return E_NOMEM;
+        } while (all_zero(o, d->nonce_len));
+        unsigned char aad[MAX_AAD];
+        Py_ssize_t a = 0;
+        memcpy(aad, rc->aad_pre, rc->pre_len); a += rc->pre_len;
+        for (int i = 7; i >= 0; i--) aad[a++] = (unsigned char)((uint64_t)c >> (8 * i));
+        memcpy(aad + a, rc->aad_post, rc->post_len); a += rc->post_len;
+        if (d->last_flag) aad[a++] = (c == rc->nchunks_total - 1) ? 1 : 0;
+        int len = 0;
+        if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, o) != 1 ||
+            EVP_EncryptUpdate(ctx, NULL, &len, aad, (int)a) != 1 ||
+            EVP_EncryptUpdate(ctx, o + d->nonce_len, &len, plain + pos, (int)n) != 1 ||
+            EVP_EncryptFinal_ex(ctx, o + d->nonce_len + n, &len) != 1 ||
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, o + d->nonce_len + n) != 1)
+            return E_AUTH;
+        pos += n;
+    }
+    return OK;
+}
+
+/*
+ * seal_into(plain, out, first_chunk, plain_size, aad_post=b"", aad_pre=b"") -> int
+ * Encrypt whole chunks (only the file's last chunk may be short); returns cipher bytes written.
+ */
+static PyObject *Decryptor_seal_into(Decryptor *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"plain", "out", "first_chunk", "plain_size", "aad_post", "aad_pre", NULL};
+    Py_buffer plain = {0}, outb = {0}, post = {0}, pre = {0};
+    long long first, plain_size;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*w*LL|y*y*", kwlist, &plain, &outb, &first,
+                                     &plain_size, &post, &pre))
+        return NULL;
+    const Decryptor *d = self;
+    int64_t nchunks = (plain.len + d->plain_bs - 1) / d->plain_bs;
+    int64_t total = (plain_size + d->plain_bs - 1) / d->plain_bs;
+    Py_ssize_t need = plain.len + nchunks * (d->nonce_len + TAG_LEN);
+    if (pre.len + post.len + 9 > MAX_AAD || first < 0 || plain_size < 0 || outb.len < need ||
+        (first + nchunks < total && plain.len % d->plain_bs) ||
+        first * d->plain_bs + plain.len > plain_size) {
+        PyErr_SetString(PyExc_ValueError, "invalid seal arguments");
+        goto done;
+    }
+    ReadCtx rc = {d, -1, pre.buf ? pre.buf : (void *)"", post.buf ? post.buf : (void *)"",
+                  pre.len, post.len, total};
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = seal_chunks(d, &rc, first, plain.buf, plain.len, outb.buf);
+    Py_END_ALLOW_THREADS
+    if (err == E_NOMEM) { PyErr_NoMemory(); goto done; }
+    if (err) { PyErr_SetString(PyExc_RuntimeError, "OpenSSL AES-GCM encryption failed"); goto done; }
+    result = PyLong_FromSsize_t(need);
+done:
+    PyBuffer_Release(&plain);
+    PyBuffer_Release(&outb);
+    if (post.buf) PyBuffer_Release(&post);
+    if (pre.buf) PyBuffer_Release(&pre);
+    return result;
+}
+
 static PyObject *Decryptor_get(Decryptor *self, void *which) {
     switch ((intptr_t)which) {
     case 0: return PyLong_FromSsize_t(self->header_len);
@@ -432,6 +526,9 @@ static PyMethodDef Decryptor_methods[] = {
     {"read_into", (PyCFunction)(void (*)(void))Decryptor_read_into, METH_VARARGS | METH_KEYWORDS,
      "read_into(fd, out, plain_off, plain_size, aad_post=b'', aad_pre=b'', out_len=-1) -> int\n"
      "Decrypt plaintext [plain_off, plain_off+len(out)) of an open ciphertext file into out."},
+    {"seal_into", (PyCFunction)(void (*)(void))Decryptor_seal_into, METH_VARARGS | METH_KEYWORDS,
+     "seal_into(plain, out, first_chunk, plain_size, aad_post=b'', aad_pre=b'') -> int\n"
+     "Encrypt whole chunks of plain (fresh random nonces) into out; returns the bytes written."},
     {NULL},
 };
 

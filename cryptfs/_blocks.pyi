@@ -35,5 +35,19 @@ class Decryptor:
         ``out`` may be an integer address, then ``out_len`` gives its size. Raises BlockError
         (chunk number, reason) on the first chunk that fails, OSError on I/O errors.
         """
+    def seal_into(
+        self,
+        plain: bytes | bytearray | memoryview,
+        out: bytearray | memoryview,
+        first_chunk: int,
+        plain_size: int,
+        aad_post: bytes = b"",
+        aad_pre: bytes = b"",
+    ) -> int:
+        """Encrypt ``plain`` as chunks ``first_chunk``... of a file of ``plain_size`` bytes.
+
+        Only the file's last chunk may be short; each chunk gets a fresh random nonce. Returns
+        the cipher bytes written to ``out``; the GIL is released.
+        """
 
 def set_threads(n: int) -> None: ...

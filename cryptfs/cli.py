@@ -37,6 +37,29 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
 
+def add_mount_options(p: argparse.ArgumentParser) -> None:
+    """The FUSE options every read-only mount takes (cryptfs mount, sam mount)."""
+    p.add_argument("-f", "--fg", "--foreground", dest="fg", action="store_true",
+                   help="stay in the foreground and log to stderr")
+    p.add_argument("--allow_other", "--allow-other", dest="allow_other", action="store_true",
+                   help="let other users read the mount (the model server may run as another user)")
+    p.add_argument("--nonempty", action="store_true", help="mount over a non-empty directory")
+    p.add_argument("-o", "--ko", dest="options", action="append", default=[], metavar="OPTS",
+                   help="extra FUSE mount options, comma-separated")
+    p.add_argument("--direct-io", action="store_true",
+                   help="bypass the page cache (faster single read(), breaks MAP_SHARED mmap)")
+    p.add_argument("--readahead-kb", type=int, default=None, metavar="KB",
+                   help="set the mount's bdi read_ahead_kb (default 2048; 0 keeps the kernel's)")
+    p.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
+    p.add_argument("--notify-fd", type=int, metavar="N",
+                   help="write one line to file descriptor N when the mount is ready")
+    p.add_argument("--block-path", choices=("auto", "c", "python"), default=None,
+                   help="decryption implementation (default auto: C where built)")
+    p.add_argument("--decrypt-threads", type=int, default=None, metavar="N",
+                   help="C path: extra threads that share one large request (default 0; with "
+                        "--direct-io cores - 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m cryptfs",
                      description="Read and write gocryptfs v2 encrypted directories.")
@@ -77,25 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cipherdir", metavar="CIPHERDIR")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     _unlock_args(p)
-    p.add_argument("-f", "--fg", "--foreground", dest="fg", action="store_true",
-                   help="stay in the foreground and log to stderr")
-    p.add_argument("--allow_other", "--allow-other", dest="allow_other", action="store_true",
-                   help="let other users read the mount (the model server may run as another user)")
-    p.add_argument("--nonempty", action="store_true", help="mount over a non-empty directory")
-    p.add_argument("-o", "--ko", dest="options", action="append", default=[], metavar="OPTS",
-                   help="extra FUSE mount options, comma-separated")
-    p.add_argument("--direct-io", action="store_true",
-                   help="bypass the page cache (faster single read(), breaks MAP_SHARED mmap)")
-    p.add_argument("--readahead-kb", type=int, default=None, metavar="KB",
-                   help="set the mount's bdi read_ahead_kb (default 2048; 0 keeps the kernel's)")
-    p.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
-    p.add_argument("--notify-fd", type=int, metavar="N",
-                   help="write one line to file descriptor N when the mount is ready")
-    p.add_argument("--block-path", choices=("auto", "c", "python"), default=None,
-                   help="decryption implementation (default auto: C where built)")
-    p.add_argument("--decrypt-threads", type=int, default=None, metavar="N",
-                   help="C path: extra threads that share one large request (default 0; with "
-                        "--direct-io cores - 1)")
+    add_mount_options(p)
 
     p = sub.add_parser("unmount", help="unmount a cryptfs (or any FUSE) mount")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
@@ -162,8 +167,19 @@ def cmd_encrypt(args) -> int:
 
 
 def cmd_mount(args) -> int:
+    from .mount import check_mountpoint, mount
+
+    cfg = mount_config(args, args.cipherdir)
+    check_mountpoint(cfg)  # before asking for the password
+    protect_process()  # the daemon holds the key for as long as it runs
+    tree = open_tree(args.cipherdir, KeySource(args.passfile, args.extpass, args.masterkey), args.config)
+    return mount(tree, cfg)
+
+
+def mount_config(args, source_dir: str, subtype: str = "cryptfs"):
+    """A MountConfig from add_mount_options' flags; applies --block-path and --decrypt-threads."""
     from .content import BLOCK_PATH_ENV
-    from .mount import READAHEAD_KB_DEFAULT, MountConfig, mount
+    from .mount import READAHEAD_KB_DEFAULT, MountConfig
 
     if args.block_path:
         os.environ[BLOCK_PATH_ENV] = args.block_path
@@ -176,16 +192,10 @@ def cmd_mount(args) -> int:
     readahead = READAHEAD_KB_DEFAULT if args.readahead_kb is None else args.readahead_kb
     if readahead < 0:
         raise UsageError("--readahead-kb must be 0 or more")
-    cfg = MountConfig(cipherdir=args.cipherdir, mountpoint=args.mountpoint, foreground=args.fg,
-                      allow_other=args.allow_other, nonempty=args.nonempty, extra_options=args.options,
-                      direct_io=args.direct_io, readahead_kb=readahead, log_file=args.log,
-                      notify_fd=args.notify_fd)
-    from .mount import check_mountpoint
-
-    check_mountpoint(cfg)  # before asking for the password
-    protect_process()  # the daemon holds the key for as long as it runs
-    tree = open_tree(args.cipherdir, KeySource(args.passfile, args.extpass, args.masterkey), args.config)
-    return mount(tree, cfg)
+    return MountConfig(cipherdir=source_dir, mountpoint=args.mountpoint, foreground=args.fg,
+                       allow_other=args.allow_other, nonempty=args.nonempty, extra_options=args.options,
+                       direct_io=args.direct_io, readahead_kb=readahead, log_file=args.log,
+                       notify_fd=args.notify_fd, subtype=subtype)
 
 
 def _set_decrypt_threads(args) -> None:

@@ -38,6 +38,7 @@ class MountConfig:
     readahead_kb: int = READAHEAD_KB_DEFAULT
     log_file: str | None = None
     notify_fd: int | None = None
+    subtype: str = "cryptfs"  # shown as fuse.<subtype> in the mount table
 
 
 def load_mfusepy():
@@ -77,7 +78,7 @@ def check_mountpoint(cfg: MountConfig) -> str:
         raise MountPointError(f"mount point {cfg.mountpoint} is not empty (use --nonempty to mount "
                               "over it anyway)")
     if os.path.realpath(cfg.cipherdir) == mp:
-        raise MountPointError("CIPHERDIR and MOUNTPOINT must differ")
+        raise MountPointError("the encrypted directory and MOUNTPOINT must differ")
     try:
         os.close(os.open("/dev/fuse", os.O_RDWR))
     except OSError as e:
@@ -87,7 +88,7 @@ def check_mountpoint(cfg: MountConfig) -> str:
 
 
 def fuse_options(cfg: MountConfig) -> dict:
-    opts: dict = {"ro": True, "default_permissions": True, "subtype": "cryptfs",
+    opts: dict = {"ro": True, "default_permissions": True, "subtype": cfg.subtype,
                   "fsname": os.path.realpath(cfg.cipherdir).replace(",", "_")}
     if cfg.allow_other:
         opts["allow_other"] = True

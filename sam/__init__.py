@@ -1,4 +1,7 @@
-"""The Sam-style model packager (pack, verify, unpack, mount).
+"""An open, tamper-evident model package with the Sam packager's interface.
 
-Filled by the Sam issue; this release ships no sam command yet.
+``python -m sam pack|info|verify|unpack|mount``. The format is ours and documented in
+docs/sam-format.md: packages are read by these tools, not by the platform's own Sam.
 """
+
+__version__ = "0.1.0"

@@ -1,0 +1,130 @@
+"""The plaintext key, the key ID, and the keys derived from them.
+
+The plaintext key is the exact bytes the owner gives (the KMS secret is the same bytes).
+scrypt with a per-package salt makes every guess cost memory and time (a 4-byte key must
+not be cheap to brute-force offline); HKDF then derives one key per purpose with the key
+ID in its info string, so a package is bound to the key ID it was packed under.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import sys
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .errors import KeyReadError, ManifestError, UsageError
+
+KEY_MIN, KEY_MAX = 4, 128  # bytes, as the platform's packager
+KEY_ID_MIN, KEY_ID_MAX = 8, 48
+KEY_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z")  # safe as one directory name
+
+SCRYPT_LOGN_DEFAULT = 17  # N = 2^17, r = 8: 128 MiB and ~0.45 s per guess here (2 vCPU)
+SCRYPT_R_DEFAULT = 8
+SCRYPT_P_DEFAULT = 1
+SCRYPT_LOGN_RANGE = (10, 22)  # what a reader accepts (2^22 * r=8 -> 4 GiB is the ceiling)
+SCRYPT_R_RANGE = (1, 32)
+SCRYPT_P_RANGE = (1, 16)
+SALT_LEN = 32
+
+INFO_PREFIX = b"sam-open/1 "
+
+
+def check_key(key: bytes) -> None:
+    if not KEY_MIN <= len(key) <= KEY_MAX:
+        raise UsageError(f"the plaintext key is {len(key)} bytes: it must be {KEY_MIN} to {KEY_MAX} bytes")
+
+
+def check_key_id(key_id: str) -> None:
+    size = len(key_id.encode("utf-8", "surrogateescape"))
+    if not KEY_ID_MIN <= size <= KEY_ID_MAX:
+        raise UsageError(f"the key ID is {size} bytes: it must be {KEY_ID_MIN} to {KEY_ID_MAX} bytes")
+    if not KEY_ID_RE.match(key_id):
+        raise UsageError(f"the key ID {key_id!r} must be usable as a directory name: letters, digits, "
+                         "'.', '_' and '-' only, not starting with '.' or '-'")
+
+
+def read_key_file(path: str) -> bytearray:
+    """The key bytes of a file (or stdin for ``-``), at most one trailing newline stripped."""
+    try:
+        if path == "-":
+            data = bytearray(sys.stdin.buffer.read())
+        else:
+            with open(path, "rb") as f:
+                data = bytearray(f.read())
+    except OSError as e:
+        raise KeyReadError(f"cannot read the key from {path}: {e.strerror}") from None
+    for end in (b"\r\n", b"\n"):
+        if data.endswith(end):
+            del data[-len(end):]
+            break
+    if not data:
+        where = "standard input" if path == "-" else path
+        raise KeyReadError(f"the key read from {where} is empty")
+    return data
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    log_n: int
+    r: int
+    p: int
+    salt: bytes
+
+    @classmethod
+    def new(cls, log_n: int = SCRYPT_LOGN_DEFAULT) -> KdfParams:
+        return cls(log_n, SCRYPT_R_DEFAULT, SCRYPT_P_DEFAULT, os.urandom(SALT_LEN))
+
+    def to_json(self) -> dict:
+        return {"name": "scrypt", "log_n": self.log_n, "r": self.r, "p": self.p, "salt": self.salt.hex()}
+
+    @classmethod
+    def from_json(cls, obj) -> KdfParams:
+        if not isinstance(obj, dict) or obj.get("name") != "scrypt":
+            raise ManifestError("manifest: kdf must be {\"name\": \"scrypt\", ...}")
+        values = []
+        for field, (lo, hi) in (("log_n", SCRYPT_LOGN_RANGE), ("r", SCRYPT_R_RANGE), ("p", SCRYPT_P_RANGE)):
+            v = obj.get(field)
+            if type(v) is not int or not lo <= v <= hi:
+                raise ManifestError(f"manifest: kdf.{field} must be an integer in {lo}..{hi}")
+            values.append(v)
+        salt = _hex(obj.get("salt"), SALT_LEN, "kdf.salt")
+        return cls(*values, salt)
+
+
+def _hex(value, length: int, what: str) -> bytes:
+    if not isinstance(value, str) or len(value) != 2 * length or value != value.lower():
+        raise ManifestError(f"manifest: {what} must be {2 * length} lowercase hex digits")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise ManifestError(f"manifest: {what} must be {2 * length} lowercase hex digits") from None
+
+
+@dataclass(frozen=True)
+class PackageKeys:
+    content: bytes  # AES-256-GCM key of every chunk
+    mac: bytes  # HMAC-SHA256 key of the manifest
+    check: bytes  # stored in the manifest: tells a wrong key from a tampered manifest
+
+
+def derive(key: bytes, key_id: str, kdf: KdfParams) -> PackageKeys:
+    """scrypt(key, salt) then one HKDF-SHA256 output per purpose, each bound to the key ID."""
+    n = 1 << kdf.log_n
+    seed = hashlib.scrypt(bytes(key), salt=kdf.salt, n=n, r=kdf.r, p=kdf.p, dklen=32,
+                          maxmem=128 * kdf.r * (n + kdf.p + 2) + (1 << 20))
+
+    def sub(purpose: bytes) -> bytes:
+        info = INFO_PREFIX + purpose + b"\0" + key_id.encode()
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(seed)
+
+    return PackageKeys(sub(b"content"), sub(b"manifest mac"), sub(b"key check"))
+
+
+def mac(keys: PackageKeys, manifest_raw: bytes) -> bytes:
+    return hmac.new(keys.mac, manifest_raw, hashlib.sha256).digest()

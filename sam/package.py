@@ -1,0 +1,209 @@
+"""A package on disk: opened without the key (info, digest), unlocked with it (verify, read).
+
+Unlocking checks, in order: the key check value (a wrong key, or an altered key ID or KDF
+salt), then the manifest's HMAC (a tampered manifest). Only then is any file trusted to
+exist with the manifest's size and file ID; content chunks authenticate as they are read.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptfs.tree import display
+
+from . import keys as keymod
+from .content import MAGIC, ChunkCodec
+from .errors import ChunkError, DigestMismatch, IntegrityError, ManifestError, PackageError, WrongKeyError
+from .manifest import HEADER_LEN, MANIFEST_MAX, META_DIR, FileEntry, Manifest, digest, meta_paths
+
+
+@dataclass
+class Package:
+    """A package directory with its parsed (not yet authenticated) manifest."""
+
+    root: str
+    manifest_raw: bytes
+    mac_value: bytes
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, root: str) -> Package:
+        if not os.path.exists(root):
+            raise PackageError(f"package directory {root} does not exist")
+        if not os.path.isdir(root):
+            raise PackageError(f"{root} is not a directory (give the package directory, ./KEY_ID)")
+        root = os.path.abspath(root)  # the mount daemon must not depend on the caller's cwd
+        manifest_path, mac_path = meta_paths(root)
+        raw = _read_small(manifest_path, MANIFEST_MAX, root)
+        mac_text = _read_small(mac_path, 200, root).strip()
+        try:
+            mac_value = bytes.fromhex(mac_text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            mac_value = b""
+        if len(mac_value) != 32:
+            raise ManifestError(f"{mac_path}: not a 64-digit hex HMAC (the package is damaged)")
+        return cls(root, raw, mac_value, Manifest.from_bytes(raw))
+
+    @property
+    def digest(self) -> str:
+        return digest(self.manifest_raw)
+
+    def check_digest(self, expected: str | None) -> None:
+        if expected is not None and expected != self.digest:
+            raise DigestMismatch(f"package digest {self.digest} is not the expected {expected}: this is "
+                                 "another (possibly older) package; refusing to use it")
+
+    def unlock(self, key: bytes, block_path: str | None = None) -> UnlockedPackage:
+        m = self.manifest
+        keys = keymod.derive(key, m.key_id, m.kdf)
+        if not hmac.compare_digest(keys.check, m.key_check):
+            raise WrongKeyError(f"the key does not unlock package {m.key_id} (or its key ID or KDF "
+                                "salt was altered): check the key and the package")
+        if not hmac.compare_digest(keymod.mac(keys, self.manifest_raw), self.mac_value):
+            raise IntegrityError(f"{META_DIR}/manifest.json of {self.root} fails authentication: the "
+                                 "manifest was tampered with; do not use this package")
+        codec = ChunkCodec(keys.content, m.package_id, m.chunk_size, block_path)
+        return UnlockedPackage(self, codec)
+
+
+def _read_small(path: str, limit: int, root: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise ManifestError(f"{root} is not a sam package: {os.path.relpath(path, root)} is missing "
+                            "(pack a model with 'python -m sam pack')") from None
+    except OSError as e:
+        raise ManifestError(f"cannot read {path}: {e.strerror}") from None
+    if len(data) > limit:
+        raise ManifestError(f"{path} is larger than {limit} bytes: not a sam manifest")
+    return data
+
+
+class PlainFile:
+    """One open file of an unlocked package: header and size checked against the manifest."""
+
+    def __init__(self, pkg: UnlockedPackage, entry: FileEntry):
+        self.entry = entry
+        self.plain_size = entry.size
+        self._codec = pkg.codec
+        path = pkg.cipher_path(entry.path)
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise IntegrityError(f"{entry.path}: listed in the manifest but missing from the package "
+                                 "(deleted or renamed)") from None
+        try:
+            pkg.check_cipher_file(entry, self.fd)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def read_into(self, plain_off: int, out: memoryview) -> int:
+        try:
+            return self._codec.read_into(self.fd, self.entry.file_id, self.plain_size, plain_off, out)
+        except ChunkError as e:
+            raise e.with_path(self.entry.path) from None
+
+    def read(self, plain_off: int, size: int) -> bytes:
+        buf = bytearray(max(0, min(size, self.plain_size - plain_off)))
+        n = self.read_into(plain_off, memoryview(buf))
+        return bytes(buf[:n])
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> PlainFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class UnlockedPackage:
+    """An authenticated manifest and the content key: everything a reader needs."""
+
+    def __init__(self, package: Package, codec: ChunkCodec):
+        self.package = package
+        self.root = package.root
+        self.manifest = package.manifest
+        self.codec = codec
+        self.by_path = {f.path: f for f in self.manifest.files}
+
+    def cipher_path(self, rel: str) -> str:
+        return os.path.join(self.root, *rel.split("/"))
+
+    def check_cipher_file(self, entry: FileEntry, fd: int) -> None:
+        """Size and header ID as the manifest says: catches swaps, truncation and growth early."""
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise IntegrityError(f"{entry.path}: not a regular file in the package")
+        want = self.codec.cipher_size(entry.size)
+        if st.st_size != want:
+            raise IntegrityError(f"{entry.path}: {st.st_size} bytes on disk, the manifest needs {want} "
+                                 "(truncated, extended or replaced)")
+        head = os.pread(fd, HEADER_LEN, 0)
+        if head[: len(MAGIC)] != MAGIC:
+            raise IntegrityError(f"{entry.path}: no sam file header (replaced by another file)")
+        if head[len(MAGIC):] != entry.file_id:
+            other = next((f.path for f in self.manifest.files if f.file_id == head[len(MAGIC):]), None)
+            hint = f" (it is the content of {other}: files were swapped)" if other else ""
+            raise IntegrityError(f"{entry.path}: file ID differs from the manifest{hint}")
+
+    def open(self, rel: str) -> PlainFile:
+        entry = self.by_path.get(rel)
+        if entry is None:
+            raise FileNotFoundError(2, "not in the package manifest", rel)
+        return PlainFile(self, entry)
+
+    def extra_paths(self) -> list[str]:
+        """Files and symlinks on disk that the manifest does not list (added after packing)."""
+        dirs = {"/".join(f.path.split("/")[:i]) for f in self.manifest.files
+                for i in range(1, f.path.count("/") + 1)}
+        extra = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            rel_dir = "" if rel_dir == "." else rel_dir + "/"
+            if not rel_dir:
+                dirnames[:] = [d for d in dirnames if d != META_DIR]
+            for d in list(dirnames):
+                if (rel_dir + d) not in dirs:
+                    dirnames.remove(d)
+                    extra.append(rel_dir + d + "/")
+            extra.extend(rel_dir + n for n in filenames if (rel_dir + n) not in self.by_path)
+        return sorted(extra)
+
+    def check_files(self) -> None:
+        """Every manifest file present with its size and ID: what a mount checks before it appears."""
+        for entry in self.manifest.files:
+            PlainFile(self, entry).close()
+
+    def verify(self, on_problem: Callable[[str], None], progress=None) -> list[str]:
+        """Authenticate every chunk of every file; return (and report) each problem found."""
+        problems: list[str] = []
+
+        def problem(message: str) -> None:
+            problems.append(message)
+            on_problem(message)
+
+        for rel in self.extra_paths():
+            problem(f"{display(rel.encode())}: on disk but not in the manifest (added after packing)")
+        buf = bytearray(4 << 20)
+        for entry in self.manifest.files:
+            try:
+                with PlainFile(self, entry) as f:
+                    for off in range(0, entry.size, len(buf)):
+                        n = f.read_into(off, memoryview(buf))
+                        if progress is not None:
+                            progress.update(n)
+            except (IntegrityError, ChunkError) as e:
+                problem(str(e))
+            except OSError as e:
+                problem(f"{entry.path}: {e.strerror}")
+        return problems

@@ -1,0 +1,78 @@
+"""The mount's view of an unlocked package: exactly the manifest's tree, nothing else.
+
+This is the MountSource the shared read-only FUSE adapter (cryptfs.fuse_ops) serves; files on
+disk that the manifest does not list are never visible, and every read authenticates.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+
+from .package import PlainFile, UnlockedPackage
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: bytes
+    cipher_path: str
+
+
+class PackageSource:
+    def __init__(self, pkg: UnlockedPackage):
+        self.pkg = pkg
+        self.root = pkg.root
+        self.content = pkg.codec  # the mount logs content.block_path
+        self._children: dict[str, list[str]] = {"": []}
+        for entry in pkg.manifest.files:
+            parts = entry.path.split("/")
+            for i in range(len(parts)):
+                parent, child = "/".join(parts[:i]), "/".join(parts[: i + 1])
+                if child not in self._children or i == len(parts) - 1:
+                    self._children[parent].append(parts[i])
+                    if i < len(parts) - 1:
+                        self._children[child] = []
+        for names in self._children.values():
+            names.sort(key=lambda n: n.encode())
+
+    @staticmethod
+    def _key(rel: bytes) -> str:
+        return rel.decode("utf-8", "surrogateescape")
+
+    def lstat(self, rel: bytes) -> os.stat_result:
+        key = self._key(rel)
+        entry = self.pkg.by_path.get(key)
+        if entry is None and key not in self._children:
+            raise FileNotFoundError(errno.ENOENT, "not in the package manifest", key)
+        st = os.lstat(self.pkg.cipher_path(key) if key else self.root)
+        if entry is None:
+            if not stat.S_ISDIR(st.st_mode):
+                raise FileNotFoundError(errno.ENOENT, "not a directory in the package", key)
+            mode = stat.S_IFDIR | (stat.S_IMODE(st.st_mode) & 0o7555)
+            return _with(st, mode, st.st_size)
+        return _with(st, stat.S_IFREG | entry.mode, entry.size)
+
+    def listdir(self, rel: bytes) -> list[Entry]:
+        key = self._key(rel)
+        names = self._children.get(key)
+        if names is None:
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", key)
+        base = self.pkg.cipher_path(key) if key else self.root
+        return [Entry(n.encode("utf-8", "surrogateescape"), os.path.join(base, n)) for n in names]
+
+    def readlink(self, rel: bytes) -> bytes:
+        raise OSError(errno.EINVAL, "a package holds no symlinks", self._key(rel))
+
+    def open(self, rel: bytes) -> PlainFile:
+        return self.pkg.open(self._key(rel))
+
+
+def _with(st: os.stat_result, mode: int, size: int) -> os.stat_result:
+    """The backing lstat with the manifest's mode and size (and blocks to match the size)."""
+    fields = list(st)
+    fields[stat.ST_MODE], fields[stat.ST_SIZE] = mode, size
+    extra = {k: getattr(st, k) for k in ("st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blksize")}
+    extra.update(st_blocks=-(-size // 512), st_rdev=0)
+    return os.stat_result(fields, extra)
