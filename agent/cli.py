@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="broker base URL (env TRUSTEE_URL)")
     p.add_argument("--key-uri", help="kbs:///repo/type/tag of the model key (env DECRYPTION_KEY_URI)")
     p.add_argument("--method", help="gocryptfs | sam (env ENCRYPTION_METHOD; default gocryptfs)")
+    p.add_argument("--expect-digest", metavar="DIGEST",
+                   help="sam only: refuse any package but this one (env EXPECTED_MODEL_DIGEST)")
     p.add_argument("--cipher-dir", help="the encrypted model directory (env ENCRYPTED_MODEL_PATH)")
     p.add_argument("--mount-path",
                    help="where the plaintext appears (env MODEL_MOUNT_PATH; default /mnt/model)")
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="broker base URL (env TRUSTEE_URL)")
     p.add_argument("--key-uri", help="env DECRYPTION_KEY_URI")
     p.add_argument("--method", help="env ENCRYPTION_METHOD")
+    p.add_argument("--expect-digest", metavar="DIGEST", help="env EXPECTED_MODEL_DIGEST")
     p.add_argument("--cipher-dir", help="env ENCRYPTED_MODEL_PATH")
     p.add_argument("--mount-path", help="env MODEL_MOUNT_PATH")
     _attest_args(p)

@@ -90,3 +90,9 @@ class MountFailed(AgentError):
         super().__init__(message)
         self.cryptfs_code = cryptfs_code
         self.wrong_key = cryptfs_code == 12  # cryptfs.exitcodes.PASSWORD_INCORRECT
+
+
+class ModelRejected(AgentError):
+    """The encrypted model is authentic-looking but not the pinned one, or fails authentication."""
+
+    exit_code = exitcodes.RUN_MODEL_REJECTED

@@ -30,6 +30,7 @@ RUN_PROTOCOL = 119  # the broker's reply is malformed or cannot be decrypted
 RUN_MOUNT = 120  # the mount failed (FUSE unavailable, bad cipher dir, busy mount point)
 RUN_WRONG_KEY = 121  # the key from the broker does not unlock the cipher dir
 RUN_MOUNT_DIED = 122  # the mount daemon died while the command ran; the command was stopped
+RUN_MODEL_REJECTED = 123  # a Sam package is not the one EXPECTED_MODEL_DIGEST pins, or fails authentication
 RUN_USAGE = 124  # bad command line for run
 RUN_ERROR = 125  # any other failure of the agent itself
 RUN_COMMAND_NOT_EXECUTABLE = 126  # the command exists but cannot be executed
@@ -60,6 +61,7 @@ ALL = {
     "RUN_MOUNT": RUN_MOUNT,
     "RUN_WRONG_KEY": RUN_WRONG_KEY,
     "RUN_MOUNT_DIED": RUN_MOUNT_DIED,
+    "RUN_MODEL_REJECTED": RUN_MODEL_REJECTED,
     "RUN_USAGE": RUN_USAGE,
     "RUN_ERROR": RUN_ERROR,
     "RUN_COMMAND_NOT_EXECUTABLE": RUN_COMMAND_NOT_EXECUTABLE,

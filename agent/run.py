@@ -2,7 +2,8 @@
 
 Fails closed: without the key there is no mount, and without the mount the command never
 starts. The key travels from the broker's JWE into an in-memory buffer, through an inherited
-pipe to ``cryptfs mount --passfile /dev/fd/N``, and is then wiped; it is never on disk, in argv,
+pipe to ``cryptfs mount --passfile /dev/fd/N`` (or ``sam mount --key-file /dev/fd/N`` for
+``ENCRYPTION_METHOD=sam``), and is then wiped; it is never on disk, in argv,
 in an environment or in a log. The agent forwards SIGTERM/SIGINT/SIGHUP to the command, reaps
 orphans when it is PID 1, passes the command's exit code through (128+N for a signal) and tears
 the mount down when the command ends (command first, then unmount, then the daemon is waited for).
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from cryptfs.mount import mounted_paths
 
 from . import binding, exitcodes
-from .errors import AgentError, ConfigurationError, MountFailed, UsageError
+from .errors import AgentError, ConfigurationError, ModelRejected, MountFailed, UsageError
 
 log = logging.getLogger("agent.run")
 
@@ -34,6 +35,7 @@ ENV = {
     "cipher_dir": "ENCRYPTED_MODEL_PATH",
     "mount_path": "MODEL_MOUNT_PATH",
     "attester": "ATTESTER",
+    "expect_digest": "EXPECTED_MODEL_DIGEST",
 }
 DEFAULT_MOUNT_PATH = "/mnt/model"
 METHODS = ("gocryptfs", "sam")
@@ -52,6 +54,7 @@ class RunConfig:
     mount_path: str = DEFAULT_MOUNT_PATH
     attester: str | None = None
     mode: str = "fuse"  # MOUNT_MODE: fuse (default) | copy (decrypt into a RAM-backed dir)
+    expect_digest: str | None = None  # EXPECTED_MODEL_DIGEST: pins one Sam package
 
     @classmethod
     def resolve(cls, args, environ=os.environ) -> RunConfig:
@@ -75,9 +78,7 @@ class RunConfig:
         if method not in METHODS:
             raise ConfigurationError(f"ENCRYPTION_METHOD={values['method']!r}: expected gocryptfs "
                                      "or sam")
-        if method == "sam":
-            raise ConfigurationError("ENCRYPTION_METHOD=sam is not supported yet by this release: "
-                                     "encrypt the model with gocryptfs (python -m cryptfs encrypt)")
+        digest = _expected_digest(values["expect_digest"], method)
         if not os.path.isdir(values["cipher_dir"]):
             raise ConfigurationError(f"ENCRYPTED_MODEL_PATH={values['cipher_dir']}: no such directory "
                                      "(is the OSS bucket mounted there?)")
@@ -85,7 +86,38 @@ class RunConfig:
         if mode not in ("fuse", "copy"):
             raise ConfigurationError(f"MOUNT_MODE={mode!r}: expected fuse or copy")
         return cls(True, values["url"], values["key_uri"], method, values["cipher_dir"],
-                   values["mount_path"] or DEFAULT_MOUNT_PATH, values["attester"], mode)
+                   values["mount_path"] or DEFAULT_MOUNT_PATH, values["attester"], mode, digest)
+
+
+def _expected_digest(value: str | None, method: str) -> str | None:
+    """EXPECTED_MODEL_DIGEST pins a Sam package; refused (not ignored) with gocryptfs."""
+    if not value:
+        return None
+    if method != "sam":
+        raise ConfigurationError("EXPECTED_MODEL_DIGEST pins a Sam package, but ENCRYPTION_METHOD is "
+                                 f"{method}: unset it, or use ENCRYPTION_METHOD=sam")
+    from sam.errors import SamError
+    from sam.manifest import check_digest_syntax
+
+    try:
+        return check_digest_syntax(value, "EXPECTED_MODEL_DIGEST")
+    except SamError as e:
+        raise ConfigurationError(str(e)) from None
+
+
+def open_sam_package(cfg: RunConfig):
+    """The package's manifest and pinned digest, checked before any key is fetched."""
+    from sam.errors import DigestMismatch, SamError
+    from sam.package import Package
+
+    try:
+        pkg = Package.open(cfg.cipher_dir)
+        pkg.check_digest(cfg.expect_digest)
+    except DigestMismatch as e:
+        raise ModelRejected(f"ENCRYPTED_MODEL_PATH: {e}") from None
+    except SamError as e:
+        raise ConfigurationError(f"ENCRYPTED_MODEL_PATH is not a usable Sam package: {e}") from None
+    return pkg
 
 
 class PhaseLog:
@@ -152,8 +184,7 @@ class Mount:
         os.makedirs(mp, exist_ok=True)
         key_r, key_w = os.pipe()
         note_r, note_w = os.pipe()
-        cmd = [sys.executable, "-m", "cryptfs", "mount", "--fg", "--allow_other", "--passfile",
-               f"/dev/fd/{key_r}", "--notify-fd", str(note_w), self.cfg.cipher_dir, mp]
+        cmd = self.command(key_r, note_w)
         try:
             self.proc = subprocess.Popen(cmd, pass_fds=(key_r, note_w), start_new_session=True,
                                          stdin=subprocess.DEVNULL)
@@ -161,10 +192,25 @@ class Mount:
             os.close(key_r)
             os.close(note_w)
         try:
-            os.write(key_w, _first_line(key) + b"\n")  # a pipe holds 64 KiB; a password at most 2 KiB
+            os.write(key_w, self.key_bytes(key))  # a pipe holds 64 KiB; a key at most 2 KiB
         finally:
             os.close(key_w)
         self._wait_ready(note_r)
+
+    def command(self, key_fd: int, note_fd: int) -> list[str]:
+        cfg = self.cfg
+        if cfg.method == "sam":
+            pin = ["--expect-digest", cfg.expect_digest] if cfg.expect_digest else []
+            return [sys.executable, "-m", "sam", "mount", "--fg", "--allow_other", "--key-file",
+                    f"/dev/fd/{key_fd}", "--notify-fd", str(note_fd), *pin, cfg.cipher_dir, cfg.mount_path]
+        return [sys.executable, "-m", "cryptfs", "mount", "--fg", "--allow_other", "--passfile",
+                f"/dev/fd/{key_fd}", "--notify-fd", str(note_fd), cfg.cipher_dir, cfg.mount_path]
+
+    def key_bytes(self, key: bytearray) -> bytes:
+        """gocryptfs: the first line, as -passfile reads it. Sam: the secret's exact bytes."""
+        if self.cfg.method == "sam":
+            return sam_key(key)
+        return _first_line(key) + b"\n"
 
     def _wait_ready(self, note_r: int) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -186,6 +232,8 @@ class Mount:
             os.close(note_r)
         if not buf.startswith(b"ready"):
             code = self.proc.wait()
+            if self.cfg.method == "sam":
+                raise sam_mount_failure(code)
             raise MountFailed(_mount_failure(code), code)
 
     @property
@@ -223,6 +271,38 @@ def _mount_failure(code: int) -> str:
     return f"mount failed (cryptfs exit {code}): {reasons.get(code, 'see the cryptfs messages above')}"
 
 
+def sam_key(secret: bytearray) -> bytes:
+    """The KMS secret is the plaintext key given to the packer, byte for byte (4-128 bytes)."""
+    from sam.errors import SamError
+    from sam.keys import check_key, strip_newline
+
+    key = bytes(secret)
+    try:
+        check_key(strip_newline(key))
+    except SamError as e:
+        raise ConfigurationError(f"the secret fetched for DECRYPTION_KEY_URI is not a Sam key: {e}") from None
+    return key
+
+
+def sam_mount_failure(code: int) -> AgentError:
+    from sam import exitcodes as sx
+
+    if code in (sx.DIGEST_MISMATCH, sx.INTEGRITY):
+        what = ("is not the package EXPECTED_MODEL_DIGEST pins" if code == sx.DIGEST_MISMATCH else
+                "fails authentication (tampered, truncated or incomplete upload)")
+        return ModelRejected(f"mount refused (sam exit {code}): ENCRYPTED_MODEL_PATH {what}")
+    reasons = {
+        sx.WRONG_KEY: "the key from the broker does not unlock the Sam package at ENCRYPTED_MODEL_PATH "
+                      "(wrong secret stored for DECRYPTION_KEY_URI?)",
+        sx.MANIFEST: "ENCRYPTED_MODEL_PATH has no usable .sam/manifest.json (is it the package directory?)",
+        sx.PACKAGE: "ENCRYPTED_MODEL_PATH is not a directory",
+        sx.KEY_READ: "the key from the broker is empty",
+    }
+    if code in reasons:
+        return MountFailed(f"mount failed (sam exit {code}): {reasons[code]}", code)
+    return MountFailed(_mount_failure(code).replace("cryptfs exit", "sam exit"), code)
+
+
 RAM_FILESYSTEMS = ("tmpfs", "ramfs")
 
 
@@ -239,6 +319,8 @@ def copy_to_ram(cfg: RunConfig, key: bytearray) -> None:
     from cryptfs.tree import CipherTree
 
     target = check_ram_target(cfg)
+    if cfg.method == "sam":
+        return _unpack_sam(cfg, key, target)
     need = tree_bytes(cfg.cipher_dir)
     avail = _available_memory()
     if need > avail:
@@ -252,6 +334,29 @@ def copy_to_ram(cfg: RunConfig, key: bytearray) -> None:
         raise MountFailed("the key from the broker does not unlock ENCRYPTED_MODEL_PATH", 12) from None
     except CryptfsError as e:
         raise MountFailed(f"MOUNT_MODE=copy: decryption failed: {e}", e.exit_code) from None
+
+
+def _unpack_sam(cfg: RunConfig, key: bytearray, target: str) -> None:
+    from sam.errors import SamError, WrongKeyError
+    from sam.keys import strip_newline
+    from sam.unpack import unpack
+
+    pkg = open_sam_package(cfg)
+    need = pkg.manifest.total_size()
+    avail = _available_memory()
+    if need > avail:
+        raise ConfigurationError(f"MOUNT_MODE=copy: the model needs about {need >> 20} MiB but only "
+                                 f"{avail >> 20} MiB of memory is available")
+    raw = sam_key(key)
+    try:
+        unpack(pkg.unlock(strip_newline(raw)), target, progress=False)
+    except WrongKeyError:
+        raise MountFailed("the key from the broker does not unlock the Sam package", 12) from None
+    except SamError as e:
+        rejected = sam_mount_failure(e.exit_code)
+        if isinstance(rejected, ModelRejected):
+            raise ModelRejected(f"MOUNT_MODE=copy: {e}") from None
+        raise MountFailed(f"MOUNT_MODE=copy: unpacking failed: {e}", e.exit_code) from None
 
 
 def check_ram_target(cfg: RunConfig) -> str:
@@ -379,6 +484,7 @@ def run_exit_code(exc: AgentError) -> int:
              (VersionMismatch, exitcodes.RUN_VERSION_MISMATCH),
              (EvidenceRefused, exitcodes.RUN_EVIDENCE_REFUSED), (PolicyDenied, exitcodes.RUN_DENIED),
              (ResourceNotFound, exitcodes.RUN_NOT_FOUND), (KbsProtocolError, exitcodes.RUN_PROTOCOL),
+             (ModelRejected, exitcodes.RUN_MODEL_REJECTED),
              (CommandNotFound, exitcodes.RUN_COMMAND_NOT_FOUND),
              (CommandNotExecutable, exitcodes.RUN_COMMAND_NOT_EXECUTABLE)]
     for cls, code in table:
@@ -398,8 +504,11 @@ def run(args, command: list[str]) -> int:
     protect_process()
     if cfg.mode == "copy":
         check_ram_target(cfg)
+    fields = {}
+    if cfg.method == "sam":
+        fields = {"digest": open_sam_package(cfg).digest, "pinned": bool(cfg.expect_digest)}
     phases.phase("config", key_uri=cfg.key_uri, cipher_dir=cfg.cipher_dir, mount=cfg.mount_path,
-                 mode=cfg.mode)
+                 mode=cfg.mode, method=cfg.method, **fields)
     key = fetch_key(cfg, args, phases)
     if cfg.mode == "copy":
         try:
@@ -457,6 +566,15 @@ def _check_cipher_dir(cfg: RunConfig, record) -> None:
     from cryptfs.config import ConfFile
     from cryptfs.errors import CryptfsError
 
+    if cfg.method == "sam":
+        try:
+            pkg = open_sam_package(cfg)
+            pin = "matches EXPECTED_MODEL_DIGEST" if cfg.expect_digest else "not pinned"
+            record(True, f"sam package: key ID {pkg.manifest.key_id}, {len(pkg.manifest.files)} files, "
+                         f"digest {pkg.digest} ({pin})")
+        except AgentError as e:
+            record(False, f"sam package: {e}", run_exit_code(e))
+        return
     try:
         conf = ConfFile.load(os.path.join(cfg.cipher_dir, "gocryptfs.conf"))
         record(True, f"cipher dir: gocryptfs.conf readable, flags {' '.join(conf.feature_flags)}, "

@@ -59,13 +59,18 @@ def read_key_file(path: str) -> bytearray:
                 data = bytearray(f.read())
     except OSError as e:
         raise KeyReadError(f"cannot read the key from {path}: {e.strerror}") from None
-    for end in (b"\r\n", b"\n"):
-        if data.endswith(end):
-            del data[-len(end):]
-            break
+    del data[len(strip_newline(data)):]
     if not data:
         where = "standard input" if path == "-" else path
         raise KeyReadError(f"the key read from {where} is empty")
+    return data
+
+
+def strip_newline(data: bytes | bytearray) -> bytes | bytearray:
+    """At most one trailing newline ("\n" or "\r\n") removed: an editor's or echo's, not the key's."""
+    for end in (b"\r\n", b"\n"):
+        if data.endswith(end):
+            return data[: -len(end)]
     return data
 
 
