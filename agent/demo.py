@@ -1,8 +1,9 @@
 """``python -m agent demo``: the whole confidential-serving flow on a laptop, in one command.
 
 No TEE and no network: it makes a small Hugging Face-style model (config, tokenizer files, a
-few-MB ``model.safetensors`` generated deterministically), encrypts it in the gocryptfs format,
-starts the dev broker on loopback holding the random password, and runs ``agent run`` with the
+few-MB ``model.safetensors`` generated deterministically), encrypts it in the gocryptfs format
+(or packs it as a Sam package pinned by its digest, ``--method sam``), starts the dev broker on
+loopback holding the random key, and runs ``agent run`` with the
 sample attester and a command that loads every tensor through the mount and compares it with
 the plaintext. Everything it creates is removed at the end, also on failure or Ctrl-C.
 """
@@ -32,6 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("--keep", action="store_true", help="leave the mount up until Ctrl-C to look around")
     p.add_argument("--size-mb", type=int, default=8, help="size of model.safetensors (default 8)")
     p.add_argument("--workdir", help="parent of the temporary work directory (default: the system's)")
+    p.add_argument("--method", choices=("gocryptfs", "sam"), default="gocryptfs",
+                   help="encrypt with gocryptfs (default) or pack a Sam package pinned by its digest")
 
 
 def make_model(path: str, size_mb: int) -> None:
@@ -163,17 +166,22 @@ def _demo(args, signals: _Signals) -> int:
         make_model(plain, args.size_mb)
         steps.done(f"made a {args.size_mb} MiB Hugging Face-style model in {plain}")
         password = secrets.token_urlsafe(24).encode()
-        encrypt_tree(plain, cipher, password, FsParams(), 16, progress=False)
-        steps.done(f"encrypted it in the gocryptfs v2 format (scrypt N=2^16) into {cipher}")
-        # The broker runs in this process: the password goes from memory to memory, never to disk.
-        server = broker.serve(broker.Broker({KEY_PATH: password + b"\n"}, "0.4.0"), "127.0.0.1", 0)
+        method = getattr(args, "method", "gocryptfs")
+        if method == "sam":
+            cipher, secret, pin = _pack_sam(plain, work, password, steps)
+        else:
+            encrypt_tree(plain, cipher, password, FsParams(), 16, progress=False)
+            steps.done(f"encrypted it in the gocryptfs v2 format (scrypt N=2^16) into {cipher}")
+            secret, pin = password + b"\n", {}
+        # The broker runs in this process: the key goes from memory to memory, never to disk.
+        server = broker.serve(broker.Broker({KEY_PATH: secret}, "0.4.0"), "127.0.0.1", 0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        steps.done(f"dev key broker on {url} holds the password as kbs:///{KEY_PATH}")
+        steps.done(f"dev key broker on {url} holds the key as kbs:///{KEY_PATH}")
         env = {k: v for k, v in os.environ.items() if k not in ENV.values()}
         env.update({"TRUSTEE_URL": url, "DECRYPTION_KEY_URI": f"kbs:///{KEY_PATH}",
-                    "ENCRYPTION_METHOD": "gocryptfs", "ENCRYPTED_MODEL_PATH": cipher,
-                    "MODEL_MOUNT_PATH": mnt, "ATTESTER": "sample"})
+                    "ENCRYPTION_METHOD": method, "ENCRYPTED_MODEL_PATH": cipher,
+                    "MODEL_MOUNT_PATH": mnt, "ATTESTER": "sample", **pin})
         if not fuse_usable() and os.path.isdir("/dev/shm"):
             mnt = ram_dir = os.path.join(tempfile.mkdtemp(prefix="agent-demo-", dir="/dev/shm"), "model")
             env.update({"MOUNT_MODE": "copy", "MODEL_MOUNT_PATH": mnt})
@@ -202,6 +210,15 @@ def _demo(args, signals: _Signals) -> int:
         shutil.rmtree(work, ignore_errors=True)
         if ram_dir:
             shutil.rmtree(os.path.dirname(ram_dir), ignore_errors=True)
+
+
+def _pack_sam(plain: str, work: str, key: bytes, steps: Steps) -> tuple[str, bytes, dict]:
+    """Pack as a model owner would (default scrypt cost); the run pins the digest it printed."""
+    from sam.pack import pack
+
+    result = pack(plain, key, "demo-model-key", work, progress=False)
+    steps.done(f"packed it as a Sam package (scrypt N=2^17) into {result.out_dir}, digest {result.digest}")
+    return result.out_dir, key, {"EXPECTED_MODEL_DIGEST": result.digest}
 
 
 def _run_agent(env: dict, command: list[str], signals: _Signals) -> int:

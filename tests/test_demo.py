@@ -44,13 +44,17 @@ def assert_nothing_left(tmp_path) -> None:
     assert processes_using(tmp_path) == []  # no agent run, mount daemon or command
 
 
-def test_demo_succeeds_and_cleans_up(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "agent", "demo", "--size-mb", "2", "--workdir", str(tmp_path)],
-                       cwd=PROJECT, capture_output=True, timeout=120)
+@pytest.mark.parametrize("method", ["gocryptfs", "sam"])
+def test_demo_succeeds_and_cleans_up(tmp_path, method):
+    r = subprocess.run([sys.executable, "-m", "agent", "demo", "--size-mb", "2", "--workdir", str(tmp_path),
+                        "--method", method], cwd=PROJECT, capture_output=True, timeout=120)
     out = r.stdout.decode()
     assert r.returncode == 0, out + r.stderr.decode()
     assert "demo: SUCCESS" in out and "all identical to the plaintext" in out
     assert "read 4 files and" in out  # config, tokenizer, tokenizer_config, model.safetensors
+    if method == "sam":
+        err = r.stderr.decode()
+        assert "digest sha256:" in out and "method=sam" in err and "pinned=True" in err
     assert_nothing_left(tmp_path)
 
 
