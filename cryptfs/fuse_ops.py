@@ -1,4 +1,4 @@
-"""The thin read-only FUSE adapter over a mount-free source (a CipherTree, later a Sam package).
+"""The one read-only FUSE adapter over a mount-free source: a gocryptfs CipherTree or a Sam package.
 
 All errno mapping lives here: missing -> ENOENT, authentication failure -> EIO (logged with
 file and block), every write-like call -> EROFS. Reads go straight into libfuse's buffer.

@@ -121,14 +121,14 @@ def setup_logging(cfg: MountConfig, daemon: bool) -> None:
     root = logging.getLogger("cryptfs")
     root.setLevel(logging.INFO)
     root.handlers.clear()
-    fmt = "%(asctime)s cryptfs[%(process)d] %(levelname)s %(message)s"
+    fmt = f"%(asctime)s {cfg.subtype}[%(process)d] %(levelname)s %(message)s"
     if cfg.log_file:
         handler: logging.Handler = logging.FileHandler(cfg.log_file)
     elif not daemon:
         handler = logging.StreamHandler(sys.stderr)
     elif os.path.exists("/dev/log"):
         handler = logging.handlers.SysLogHandler(address="/dev/log")
-        fmt = "cryptfs[%(process)d]: %(levelname)s %(message)s"
+        fmt = f"{cfg.subtype}[%(process)d]: %(levelname)s %(message)s"
     else:
         handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter(fmt))
