@@ -13,8 +13,8 @@ import pytest
 from conftest import PASSWORD_FILE, PROJECT, fuse_mounts, unmount
 
 
-def daemon_pids(mountpoint: Path) -> list[int]:
-    """PIDs of cryptfs processes whose command line names this mount point."""
+def daemon_pids(mountpoint: Path, module: str = "cryptfs") -> list[int]:
+    """PIDs of ``python -m <module>`` processes whose command line names this mount point."""
     target = os.fsencode(os.path.realpath(mountpoint))
     pids = []
     for entry in os.listdir("/proc"):
@@ -25,7 +25,7 @@ def daemon_pids(mountpoint: Path) -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"cryptfs" in argv and any(os.path.realpath(a) == target for a in argv if a.startswith(b"/")):
+        if module.encode() in argv and any(os.path.realpath(a) == target for a in argv if a.startswith(b"/")):
             pids.append(int(entry))
     return pids
 
