@@ -105,6 +105,8 @@ class ChunkCodec:
         if len(chunk) <= OVERHEAD:
             raise ChunkError(chunk_no, f"chunk too short ({len(chunk)} bytes)")
         nonce = bytes(chunk[:NONCE_LEN])
+        if not any(nonce):  # never written by the packer; refused as the C path refuses it
+            raise ChunkError(chunk_no, "all-zero nonce")
         aad = chunk_aad(self.package_id, chunk_no, file_id, chunk_no == self.chunks(plain_size) - 1)
         try:
             return self._gcm.decrypt(nonce, bytes(chunk[NONCE_LEN:]), aad)

@@ -27,8 +27,9 @@ KEY_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z")  # safe as one director
 SCRYPT_LOGN_DEFAULT = 17  # N = 2^17, r = 8: 128 MiB and ~0.45 s per guess here (2 vCPU)
 SCRYPT_R_DEFAULT = 8
 SCRYPT_P_DEFAULT = 1
-SCRYPT_LOGN_RANGE = (10, 22)  # what a reader accepts (2^22 * r=8 -> 4 GiB is the ceiling)
+SCRYPT_LOGN_RANGE = (10, 20)  # what a reader accepts, and --scryptn
 SCRYPT_R_RANGE = (1, 32)
+SCRYPT_MEM_MAX = 1 << 30  # 128 * r * N bytes: an untrusted manifest cannot make a reader use more
 SCRYPT_P_RANGE = (1, 16)
 SALT_LEN = 32
 
@@ -98,17 +99,20 @@ class KdfParams:
             if type(v) is not int or not lo <= v <= hi:
                 raise ManifestError(f"manifest: kdf.{field} must be an integer in {lo}..{hi}")
             values.append(v)
+        log_n, r, _ = values
+        if 128 * r << log_n > SCRYPT_MEM_MAX:
+            raise ManifestError(f"manifest: scrypt with log_n={log_n} r={r} needs more than "
+                                f"{SCRYPT_MEM_MAX >> 20} MiB of memory: refused")
         salt = _hex(obj.get("salt"), SALT_LEN, "kdf.salt")
         return cls(*values, salt)
 
 
 def _hex(value, length: int, what: str) -> bytes:
-    if not isinstance(value, str) or len(value) != 2 * length or value != value.lower():
+    # exactly 2*length of [0-9a-f]: bytes.fromhex alone would also take spaces (and return fewer bytes)
+    if (not isinstance(value, str) or len(value) != 2 * length
+            or value.strip("0123456789abcdef")):
         raise ManifestError(f"manifest: {what} must be {2 * length} lowercase hex digits")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise ManifestError(f"manifest: {what} must be {2 * length} lowercase hex digits") from None
+    return bytes.fromhex(value)
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ class Manifest:
             raise ManifestError(f"manifest is not valid JSON ({e}): the package is damaged") from None
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise ManifestError(f"not a {FORMAT} manifest")
-        if obj.get("version") != VERSION:
+        if type(obj.get("version")) is not int or obj["version"] != VERSION:  # not 1.0, not true
             raise ManifestError(f"manifest format version {obj.get('version')!r}: this release reads "
                                 f"version {VERSION} only (upgrade sam)")
         key_id = _str(obj, "key_id")
@@ -108,9 +108,18 @@ class Manifest:
 
 def _str(obj: dict, key: str) -> str:
     v = obj.get(key)
-    if not isinstance(v, str):
-        raise ManifestError(f"manifest: {key} must be a string")
+    if not isinstance(v, str) or not _is_utf8(v):
+        raise ManifestError(f"manifest: {key} must be a UTF-8 string")
     return v
+
+
+def _is_utf8(s: str) -> bool:
+    """False for a lone surrogate (JSON "\\ud800"): it has no UTF-8 form, and printing it would crash."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _entry(obj) -> FileEntry:
@@ -131,7 +140,7 @@ def check_path(path: str) -> None:
     """A relative, normalised path that cannot leave the package or hide in its metadata."""
     parts = path.split("/")
     if (not path or path.startswith("/") or posixpath.normpath(path) != path
-            or any(p in ("", ".", "..") for p in parts) or "\0" in path):
+            or any(p in ("", ".", "..") for p in parts) or "\0" in path or not _is_utf8(path)):
         raise ManifestError(f"manifest: {path!r} is not a plain relative path")
     if parts[0] == META_DIR:
         raise ManifestError(f"manifest: {path!r} is inside the reserved {META_DIR}/ directory")

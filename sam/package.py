@@ -7,6 +7,7 @@ exist with the manifest's size and file ID; content chunks authenticate as they 
 
 from __future__ import annotations
 
+import errno
 import hmac
 import os
 import stat
@@ -93,10 +94,16 @@ class PlainFile:
         self._codec = pkg.codec
         path = pkg.cipher_path(entry.path)
         try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            # O_NONBLOCK: a FIFO put in place of a file must not block the open (refused below)
+            self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             raise IntegrityError(f"{entry.path}: listed in the manifest but missing from the package "
                                  "(deleted or renamed)") from None
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise IntegrityError(f"{entry.path}: a symlink in the package, not a regular file "
+                                 "(replaced after packing)") from None
         try:
             pkg.check_cipher_file(entry, self.fd)
         except BaseException:
