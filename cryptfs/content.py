@@ -56,15 +56,11 @@ def c_block_path_available() -> bool:
     return True
 
 
-def _c_decryptor(aead: Aead, choice: str):
-    """The C block path for AES-GCM content, or None where it is not built or not wanted."""
+def load_block_path(choice: str):
+    """The C block path module for a CRYPTFS_BLOCK_PATH choice, or None for the Python path."""
     if choice not in ("auto", "c", "python"):
         raise UsageError(f"{BLOCK_PATH_ENV}={choice!r}: expected auto, c or python")
     if choice == "python":
-        return None
-    if not isinstance(aead, GcmAead):
-        if choice == "c":
-            raise UsageError(f"the C block path supports AES-GCM only, not {aead.name}")
         return None
     try:
         from . import _blocks
@@ -73,8 +69,21 @@ def _c_decryptor(aead: Aead, choice: str):
             raise UsageError("the C block path (cryptfs._blocks) is not built: reinstall with a C "
                              "compiler and OpenSSL headers (apt-get install gcc libssl-dev)") from None
         return None
-    return _blocks.Decryptor(aead.key, header_len=HEADER_LEN, plain_bs=PLAIN_BS,
-                             nonce_len=aead.nonce_len, zero_is_hole=True)
+    return _blocks
+
+
+def _c_decryptor(aead: Aead, choice: str):
+    """The C block path for AES-GCM content, or None where it is not built or not wanted."""
+    if not isinstance(aead, GcmAead):
+        if choice == "c":
+            raise UsageError(f"the C block path supports AES-GCM only, not {aead.name}")
+        load_block_path(choice)  # still reject a bad choice
+        return None
+    blocks = load_block_path(choice)
+    if blocks is None:
+        return None
+    return blocks.Decryptor(aead.key, header_len=HEADER_LEN, plain_bs=PLAIN_BS,
+                            nonce_len=aead.nonce_len, zero_is_hole=True)
 
 
 def _c_block_error() -> type[Exception]:

@@ -94,3 +94,33 @@ def tree_bytes(top: str) -> int:
             except OSError:
                 pass
     return total
+
+
+class OpenPlainFile:
+    """What every open file of a mount source shares: an fd, a plaintext size, read and close.
+
+    Subclasses provide ``read_into(plain_off, out)``; this is the OpenFile the FUSE adapter uses.
+    """
+
+    fd: int = -1
+    plain_size: int = 0
+
+    def read_into(self, plain_off: int, out: memoryview) -> int:
+        raise NotImplementedError
+
+    def read(self, plain_off: int, size: int) -> bytes:
+        buf = bytearray(max(0, size))
+        n = self.read_into(plain_off, memoryview(buf))
+        del buf[n:]
+        return bytes(buf)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -16,6 +16,7 @@ from .config import ConfFile, FsParams
 from .content import ContentCodec
 from .cryptocore import AuthError, content_aead, eme_key
 from .errors import BadNameError, BlockError, CipherDirError, ConfigError, WrongPasswordError
+from .fsutil import OpenPlainFile
 from .names import BadName, NameCodec
 from .password import KeySource
 
@@ -169,7 +170,7 @@ class CipherTree:
         return PlainFile(self, rel)
 
 
-class PlainFile:
+class PlainFile(OpenPlainFile):
     """An open regular file: the backing fd, its file ID and size, read at any offset."""
 
     def __init__(self, tree: CipherTree, rel: bytes):
@@ -195,23 +196,6 @@ class PlainFile:
             return self.tree.content.read_into(self.fd, self.file_id, self.cipher_size, plain_off, out)
         except BlockError as e:
             raise e.with_path(show(self.rel)) from None
-
-    def read(self, plain_off: int, size: int) -> bytes:
-        buf = bytearray(size)
-        n = self.read_into(plain_off, memoryview(buf))
-        del buf[n:]
-        return bytes(buf)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> PlainFile:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def conf_path_for(cipherdir: str, config: str | None = None) -> str:

@@ -15,9 +15,9 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from cryptfs.content import BLOCK_PATH_ENV
+from cryptfs.content import BLOCK_PATH_ENV, load_block_path
 
-from .errors import ChunkError, UsageError
+from .errors import ChunkError
 from .manifest import HEADER_LEN, NONCE_LEN, TAG_LEN
 
 MAGIC = b"samopen1"
@@ -33,19 +33,11 @@ def header(file_id: bytes) -> bytes:
 
 
 def _c_codec(key: bytes, chunk_size: int, choice: str):
-    if choice not in ("auto", "c", "python"):
-        raise UsageError(f"{BLOCK_PATH_ENV}={choice!r}: expected auto, c or python")
-    if choice == "python":
+    blocks = load_block_path(choice)
+    if blocks is None:
         return None
-    try:
-        from cryptfs import _blocks
-    except ImportError:
-        if choice == "c":
-            raise UsageError("the C block path (cryptfs._blocks) is not built: reinstall with a C "
-                             "compiler and OpenSSL headers (apt-get install gcc libssl-dev)") from None
-        return None
-    return _blocks.Decryptor(key, header_len=HEADER_LEN, plain_bs=chunk_size, nonce_len=NONCE_LEN,
-                             zero_is_hole=False, last_flag=True)
+    return blocks.Decryptor(key, header_len=HEADER_LEN, plain_bs=chunk_size, nonce_len=NONCE_LEN,
+                            zero_is_hole=False, last_flag=True)
 
 
 class ChunkCodec:

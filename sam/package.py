@@ -14,6 +14,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptfs.fsutil import OpenPlainFile
 from cryptfs.tree import display
 
 from . import keys as keymod
@@ -85,7 +86,7 @@ def _read_small(path: str, limit: int, root: str) -> bytes:
     return data
 
 
-class PlainFile:
+class PlainFile(OpenPlainFile):
     """One open file of an unlocked package: header and size checked against the manifest."""
 
     def __init__(self, pkg: UnlockedPackage, entry: FileEntry):
@@ -115,22 +116,6 @@ class PlainFile:
             return self._codec.read_into(self.fd, self.entry.file_id, self.plain_size, plain_off, out)
         except ChunkError as e:
             raise e.with_path(self.entry.path) from None
-
-    def read(self, plain_off: int, size: int) -> bytes:
-        buf = bytearray(max(0, min(size, self.plain_size - plain_off)))
-        n = self.read_into(plain_off, memoryview(buf))
-        return bytes(buf[:n])
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> PlainFile:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class UnlockedPackage:
