@@ -8,10 +8,11 @@ What it does (needs root, fuse3, gocryptfs and openssl on PATH; see bench/README
 1. Setup, in a fresh work dir (default under /var/tmp): a passfile, ``gocryptfs -init
    -scryptn 10``, one random file of ``--size`` bytes written through a gocryptfs mount, and
    a plaintext copy of it (for the no-crypto passthrough mount, ``bench/passthrough.py``).
-   Both files are fsynced, so the page cache holds them clean.
+   Both files are fsynced, so the page cache holds them clean. The plaintext copy is also
+   packed with ``python -m sam pack --scryptn 10`` (64 KiB chunks) for the ``sam`` rows.
 2. Correctness, once: sha256 of what ``cryptfs mount`` returns (C path: read() and private
-   mmap; Python path: read()) must equal the sha256 of the plaintext written. A mismatch
-   aborts the run.
+   mmap; Python path: read()) and of what ``sam mount`` returns (read() and private mmap)
+   must equal the sha256 of the plaintext written. A mismatch aborts the run.
 3. FUSE workloads in paired, alternating rounds. A group lists the configs it compares;
    in every round each config gets a fresh mount (empty FUSE page cache), the workload,
    and an unmount, one config after the other, the order reversed every other round. So a
@@ -21,10 +22,14 @@ What it does (needs root, fuse3, gocryptfs and openssl on PATH; see bench/README
      same file on the same mount; ``mmap``: private mmap, copied out in 16 MiB slices (the
      safetensors pattern); ``par8``: 8 threads, each ``preadv``-ing its own 1/8 in 1 MiB;
      ``cold``: first read after evicting the ciphertext (``POSIX_FADV_DONTNEED``).
-   - The ciphertext (and plaintext copy) are read once before every hot sample.
+   - The ciphertexts (and plaintext copy) are read once before every hot sample.
+   - ``sam``: ``python -m sam mount PKG MNT --key-file F`` at its defaults, which are the
+     cryptfs mount's (same FUSE adapter and C block path, 64 KiB chunks instead of 4 KiB
+     blocks); its ratio to ``ours`` is the issue-6 target ("as fast as the cryptfs mount").
 4. In-process decryption (no FUSE) with the C block path (1 MiB and 16 MiB calls, also
-   one thread) and the Python path, each in a fresh subprocess, paired with
-   ``openssl speed -evp aes-256-gcm -decrypt`` (one process, and ``-multi 2``).
+   one thread), the Python path, and the Sam package's C path (1 MiB calls), each in a
+   fresh subprocess, paired with ``openssl speed -evp aes-256-gcm -decrypt`` (one process,
+   and ``-multi 2``).
 5. ``python -m cryptfs decrypt`` of the cipher dir into a fresh directory against ``cat`` of
    the file through a gocryptfs mount (to a file on the same disk, and to /dev/null).
 6. A table on stdout, ``results.json`` (every sample, medians, paired ratios, targets,
@@ -65,7 +70,10 @@ MMAP_SLICE = 16 * MiB  # copy-out size from the private mapping
 PAR_READERS = 8
 FILE_NAME = "model.safetensors"  # random bytes; the name only says what it stands for
 PASSWORD = "cryptfs-bench-password"
+SAM_KEY = "sam-bench-key-0123456789"  # the Sam package's plaintext key (--key-file)
+SAM_KEY_ID = "bench-model"
 BASELINE = "gocryptfs"  # ratios are taken against real gocryptfs at its defaults
+SAM_PAR = 0.95  # "as fast as the cryptfs mount": median paired ratio sam/ours, within 5 %
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -76,7 +84,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 class Config:
     name: str
     label: str
-    kind: str  # "ours" | "gocryptfs" | "passthrough"
+    kind: str  # "ours" | "sam" | "gocryptfs" | "passthrough"
     flags: tuple[str, ...] = ()  # extra `python -m cryptfs mount` / passthrough flags
     bdi_kb: int | None = None  # gocryptfs: bdi read_ahead_kb written after mounting
 
@@ -90,6 +98,7 @@ def _ours_default_ra() -> int:
 RA_DEFAULT = _ours_default_ra()
 CONFIGS = {c.name: c for c in (
     Config("ours", f"cryptfs, C path (defaults: ra {RA_DEFAULT} KiB)", "ours"),
+    Config("sam", f"sam mount (package, 64 KiB chunks; defaults: ra {RA_DEFAULT} KiB)", "sam"),
     Config("ours-py", "cryptfs, --block-path python", "ours", ("--block-path", "python")),
     Config("gocryptfs", "gocryptfs 2.3, defaults (ra 128 KiB)", "gocryptfs"),
     Config(f"gocryptfs-ra{RA_DEFAULT}", f"gocryptfs, bdi ra {RA_DEFAULT} KiB", "gocryptfs",
@@ -108,13 +117,13 @@ class Group:
     configs: tuple[str, ...]
 
 
-_ALL = ("ours", "ours-py", BASELINE, f"gocryptfs-ra{RA_DEFAULT}", "ours-ra0", "ours-ra1024",
+_ALL = ("ours", "sam", "ours-py", BASELINE, f"gocryptfs-ra{RA_DEFAULT}", "ours-ra0", "ours-ra1024",
         "ours-ra4096", "passthrough")
 GROUPS = {g.name: g for g in (
     Group("seq", ("seq", "warm"), _ALL),
     Group("mmap", ("mmap",), _ALL),
-    Group("par8", ("par8",), ("ours", "ours-py", BASELINE, f"gocryptfs-ra{RA_DEFAULT}")),
-    Group("cold", ("cold",), ("ours", BASELINE)),
+    Group("par8", ("par8",), ("ours", "sam", "ours-py", BASELINE, f"gocryptfs-ra{RA_DEFAULT}")),
+    Group("cold", ("cold",), ("ours", "sam", BASELINE)),
 )}
 WORKLOAD_LABELS = {
     "seq": "first sequential read (1 MiB read())",
@@ -361,6 +370,9 @@ class MountManager:
         elif cfg.kind == "ours":
             cmd = [sys.executable, "-m", "cryptfs", "mount", "--passfile", env.passfile,
                    "--log", env.log_path(cfg), *cfg.flags, env.cipher, mp]
+        elif cfg.kind == "sam":
+            cmd = [sys.executable, "-m", "sam", "mount", "--key-file", env.sam_keyfile,
+                   "--log", env.log_path(cfg), *cfg.flags, env.sam_pkg, mp]
         else:
             cmd = [sys.executable, str(BENCH_DIR / "passthrough.py"), "--log", env.log_path(cfg),
                    *cfg.flags, env.plain, mp]
@@ -450,6 +462,8 @@ class Env:
         self.mnt = os.path.join(self.work, "mnt")
         self.logs = os.path.join(self.work, "logs")
         self.cipher_file = ""
+        self.sam_keyfile = os.path.join(self.work, "sam-key")
+        self.sam_pkg = os.path.join(self.work, "sam", SAM_KEY_ID)
 
     def log_path(self, cfg: Config) -> str:
         return os.path.join(self.logs, f"{cfg.name}.log")
@@ -467,10 +481,20 @@ class Env:
     def plain_file(self) -> str:
         return os.path.join(self.plain, FILE_NAME)
 
+    @property
+    def sam_file(self) -> str:
+        return os.path.join(self.sam_pkg, FILE_NAME)
+
+    def source_file(self, cfg: Config) -> str:
+        """The backing file a config's mount reads (what the cold rows evict)."""
+        return {"sam": self.sam_file, "passthrough": self.plain_file}.get(cfg.kind, self.cipher_file)
+
     def warm(self) -> None:
-        """Make the ciphertext and the plaintext copy hot in the page cache."""
+        """Make the ciphertexts and the plaintext copy hot in the page cache."""
         read_file_fully(self.cipher_file)
         read_file_fully(self.plain_file)
+        if os.path.exists(self.sam_file):
+            read_file_fully(self.sam_file)
 
 
 def setup(env: Env, mounts: MountManager) -> None:
@@ -506,6 +530,14 @@ def setup(env: Env, mounts: MountManager) -> None:
         os.fsync(fd)  # clean pages: fadvise(DONTNEED) can then evict them for the cold rows
     finally:
         os.close(fd)
+    with open(env.sam_keyfile, "w") as f:
+        f.write(SAM_KEY + "\n")
+    os.mkdir(os.path.dirname(env.sam_pkg))
+    t1 = time.perf_counter()
+    run([sys.executable, "-m", "sam", "pack", env.plain, SAM_KEY_ID, "--key-file", env.sam_keyfile,
+         "--out", os.path.dirname(env.sam_pkg), "--scryptn", "10", "-q"])
+    log(f"sam pack of the plaintext copy: {time.perf_counter() - t1:.1f} s, "
+        f"{os.path.getsize(env.sam_file)} bytes")
     log(f"setup done in {time.perf_counter() - t0:.1f} s; ciphertext {os.path.getsize(env.cipher_file)} "
         f"bytes, sha256(plain) {env.sha256[:16]}...")
 
@@ -513,13 +545,14 @@ def setup(env: Env, mounts: MountManager) -> None:
 def verify(env: Env, mounts: MountManager) -> dict:
     """sha256 of what cryptfs serves must equal the plaintext's; raises otherwise."""
     out = {}
-    checks = [("ours", "read", wl_seq), ("ours", "mmap", wl_mmap), ("ours-py", "read", wl_seq)]
+    checks = [("ours", "read", wl_seq), ("ours", "mmap", wl_mmap), ("ours-py", "read", wl_seq),
+              ("sam", "read", wl_seq), ("sam", "mmap", wl_mmap)]
     for name, how, fn in checks:
         env.warm()
         m = mounts.mount(CONFIGS[name])
         try:
-            if m.block_path is not None and name == "ours" and not m.block_path.startswith("c"):
-                raise RuntimeError(f"cryptfs mounted with block path {m.block_path!r}, expected c")
+            if m.block_path is not None and name in ("ours", "sam") and not m.block_path.startswith("c"):
+                raise RuntimeError(f"{name} mounted with block path {m.block_path!r}, expected c")
             h = hashlib.sha256()
             n = fn(m.file, h)
         finally:
@@ -557,8 +590,8 @@ def run_sample(group: Group, cfg: Config, env: Env, mounts: MountManager) -> lis
     env.warm()
     resident = None
     if cold:
-        evict(env.cipher_file)
-        resident = resident_bytes(env.cipher_file)
+        evict(env.source_file(cfg))
+        resident = resident_bytes(env.source_file(cfg))
     m = mounts.mount(cfg)
     try:
         samples = []
@@ -603,6 +636,7 @@ INPROC_VARIANTS = {
     "c-16MiB": {"block_path": "c", "chunk": 16 * MiB, "threads": None},
     "c-1MiB-1thread": {"block_path": "c", "chunk": MiB, "threads": 0},
     "python-1MiB": {"block_path": "python", "chunk": MiB, "threads": None},
+    "sam-c-1MiB": {"block_path": "c", "chunk": MiB, "threads": None, "format": "sam"},
 }
 OPENSSL_VARIANTS = {
     "openssl-16384": ["-bytes", "16384"],
@@ -621,6 +655,8 @@ def inproc_worker(spec: dict) -> dict:
 
     if spec["threads"] is not None:
         _blocks.set_threads(spec["threads"])  # before first use: the pool never shrinks
+    if spec.get("format") == "sam":
+        return inproc_worker_sam(spec)
     tree = open_tree(spec["cipherdir"], KeySource([spec["passfile"]]))
     codec = ContentCodec(tree.content.aead, block_path=spec["block_path"])
     if codec.block_path != spec["block_path"]:
@@ -646,6 +682,31 @@ def inproc_worker(spec: dict) -> dict:
     return {"bytes": off, "seconds": dt, "mbps": off / dt / 1e6, "cpu_s": self_cpu() - c0}
 
 
+def inproc_worker_sam(spec: dict) -> dict:
+    """The Sam package's C path: PlainFile.read_into (ChunkCodec, 64 KiB chunks) over the file."""
+    from sam.keys import read_key_file
+    from sam.package import Package
+
+    pkg = Package.open(spec["sam_pkg"]).unlock(bytes(read_key_file(spec["sam_keyfile"])), spec["block_path"])
+    if pkg.codec.block_path != spec["block_path"]:
+        raise RuntimeError(f"asked for block path {spec['block_path']}, got {pkg.codec.block_path}")
+    out = memoryview(bytearray(spec["chunk"]))
+    with pkg.open(FILE_NAME) as f:
+        f.read_into(0, out)  # warm-up: pool threads, contexts
+        c0 = self_cpu()
+        t0 = time.perf_counter()
+        off = 0
+        while off < f.plain_size:
+            n = f.read_into(off, out)
+            if n <= 0:
+                break
+            off += n
+        dt = time.perf_counter() - t0
+        if off != f.plain_size:
+            raise RuntimeError(f"decrypted {off} of {f.plain_size} bytes")
+    return {"bytes": off, "seconds": dt, "mbps": off / dt / 1e6, "cpu_s": self_cpu() - c0}
+
+
 def openssl_speed(args: list[str], seconds: int) -> dict:
     cmd = ["openssl", "speed", "-seconds", str(seconds), "-evp", "aes-256-gcm", "-decrypt", *args]
     out = run(cmd).stdout
@@ -664,7 +725,7 @@ def inprocess_rounds(env: Env, pairs: int, openssl_seconds: int) -> list[dict]:
             env.warm()
             if name in INPROC_VARIANTS:
                 spec = dict(INPROC_VARIANTS[name], cipherdir=env.cipher, passfile=env.passfile,
-                            cipher_file=env.cipher_file)
+                            cipher_file=env.cipher_file, sam_pkg=env.sam_pkg, sam_keyfile=env.sam_keyfile)
                 proc = run([sys.executable, __file__, "--inproc-worker", json.dumps(spec)])
                 s = json.loads(proc.stdout.strip().splitlines()[-1])
             else:
@@ -755,7 +816,7 @@ def summarize_fuse(samples: list[dict]) -> list[dict]:
             if not vals:
                 continue
             row = {"workload": wl, "config": name, "mbps": spread(vals)}
-            for base in (BASELINE, f"gocryptfs-ra{RA_DEFAULT}", "passthrough"):
+            for base in (BASELINE, f"gocryptfs-ra{RA_DEFAULT}", "passthrough", "ours"):
                 r = paired_ratios(samples, "config", name, base, workload=wl)
                 if r and name != base:
                     row[f"ratio_vs_{base}"] = spread(r)
@@ -803,6 +864,8 @@ def evaluate_targets(fuse: list[dict], inproc: list[dict], dec: list[dict]) -> l
          ratio(inproc, "variant", "c-1MiB", "openssl-multi2-16384")),
         ("pure-Python path (first read through FUSE) >= 0.5x gocryptfs defaults", 0.5,
          ratio(fuse, "config", "ours-py", BASELINE, "seq")),
+        *[(f"sam mount as fast as the cryptfs mount (>= {SAM_PAR}x): {wl}", SAM_PAR,
+           ratio(fuse, "config", "sam", "ours", wl)) for wl in WORKLOADS],
     ]
     out = []
     for name, target, values in checks:
@@ -813,6 +876,10 @@ def evaluate_targets(fuse: list[dict], inproc: list[dict], dec: list[dict]) -> l
                     "min": min(values), "max": max(values), "met": med >= target,
                     "met_in_every_pair": min(values) >= target})
     records = [
+        *[(f"record only: sam mount vs gocryptfs defaults: {wl}", ratio(fuse, "config", "sam", BASELINE, wl))
+          for wl in WORKLOADS],
+        ("record only: in-process sam C path vs cryptfs C path (1 MiB calls)",
+         ratio(inproc, "variant", "sam-c-1MiB", "c-1MiB")),
         ("record only: cryptfs decrypt vs cat through gocryptfs (to a file)",
          ratio(dec, "variant", "cryptfs-decrypt", "gocryptfs-cat-to-file")),
         ("context: in-process C (16 MiB calls) vs openssl -multi 2 -bytes 4096 (the format's block size)",
@@ -839,14 +906,15 @@ def print_report(res: dict) -> None:
     print(f"\nFUSE reads of a {res['meta']['size_bytes'] / MiB:.0f} MiB file, median [min-max] over "
           f"{res['meta']['pairs']} paired rounds; MB/s = 10^6 B/s; ratios are per round\n")
     head = (f"{'workload':<6} {'config':<18} {'MB/s':>22} {'x gocryptfs':>20} {'x ' + ra:>20} "
-            f"{'x passthrough':>20} {'srv cpu s':>9}")
+            f"{'x passthrough':>20} {'x ours':>20} {'srv cpu s':>9}")
     print(head)
     print("-" * len(head))
     for row in res["fuse"]["summary"]:
         print(f"{row['workload']:<6} {row['config']:<18} {fmt_spread(row['mbps'], '{:.0f}'):>22} "
               f"{fmt_spread(row.get('ratio_vs_' + BASELINE)):>20} "
               f"{fmt_spread(row.get('ratio_vs_' + ra)):>20} "
-              f"{fmt_spread(row.get('ratio_vs_passthrough')):>20} {_fmt(row['median_server_cpu_s']):>9}")
+              f"{fmt_spread(row.get('ratio_vs_passthrough')):>20} {fmt_spread(row.get('ratio_vs_ours')):>20} "
+              f"{_fmt(row['median_server_cpu_s']):>9}")
     for title, key, base in (("In-process decryption (no FUSE)", "inprocess", "openssl-multi2-16384"),
                              ("cryptfs decrypt vs cat through gocryptfs", "decrypt_vs_cat",
                               "gocryptfs-cat-to-file")):
@@ -876,7 +944,7 @@ def draw_chart(res: dict, path: Path) -> None:
         return
     rows = [r for r in res["fuse"]["summary"] if f"ratio_vs_{BASELINE}" in r]
     inproc = [r for r in res["inprocess"]["summary"]]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 8), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 9), gridspec_kw={"width_ratios": [3, 2]})
     colors = {"seq": "tab:blue", "warm": "tab:green", "mmap": "tab:orange", "par8": "tab:purple",
               "cold": "tab:gray"}
     labels, meds, lo, hi, cols = [], [], [], [], []
@@ -888,7 +956,16 @@ def draw_chart(res: dict, path: Path) -> None:
         hi.append(d["max"] - d["median"])
         cols.append(colors.get(r["workload"], "black"))
     y = range(len(rows))
-    ax.barh(list(y), meds, xerr=[lo, hi], color=cols, capsize=2)
+    bars = ax.barh(list(y), meds, xerr=[lo, hi], color=cols, capsize=2)
+    ours = {r["workload"]: r[f"ratio_vs_{BASELINE}"]["median"] for r in rows if r["config"] == "ours"}
+    sam_rows = [i for i, r in enumerate(rows) if r["config"] == "sam"]
+    for i in sam_rows:  # the Sam package mount: hatched, with the cryptfs mount's bar as its target
+        bars[i].set_hatch("///")
+        bars[i].set_edgecolor("white")
+    par = [(ours[rows[i]["workload"]], i) for i in sam_rows if rows[i]["workload"] in ours]
+    if par:
+        ax.scatter([x for x, _ in par], [i for _, i in par], marker="D", s=25, color="black", zorder=3,
+                   label="cryptfs mount, same workload (the sam target)")
     ax.set_yticks(list(y), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
@@ -901,25 +978,30 @@ def draw_chart(res: dict, path: Path) -> None:
     if marks:
         ax.scatter([t for _, t in marks], [i for i, _ in marks], marker="|", s=300, color="red",
                    zorder=3, label="target")
-        ax.legend(loc="lower right", fontsize=8)
+    if marks or par:  # below the axis: bars reach both the left and the right edge
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=2, fontsize=8, frameon=False)
     ax.set_xlabel("throughput / gocryptfs defaults (median of paired rounds, bars: min-max)")
     ax.set_title("FUSE reads vs gocryptfs 2.3 defaults", fontsize=10)
     for i, (x, up) in enumerate(zip(meds, hi, strict=True)):
-        ax.text((x + up) * 1.04, i, f"{x:.2f}", va="center", fontsize=7)
+        vs_ours = rows[i].get("ratio_vs_ours") if rows[i]["config"] == "sam" else None
+        note = f" ({vs_ours['median']:.2f}x cryptfs, paired)" if vs_ours else ""
+        ax.text((x + up) * 1.04, i, f"{x:.2f}{note}", va="center", fontsize=7)
     if inproc:
         names = [r["variant"] for r in inproc]
         vals = [r["mbps"]["median"] for r in inproc]
         err = [[r["mbps"]["median"] - r["mbps"]["min"] for r in inproc],
                [r["mbps"]["max"] - r["mbps"]["median"] for r in inproc]]
-        ax2.barh(names, vals, xerr=err, color=["tab:red" if n.startswith("openssl") else "tab:blue"
-                                              for n in names], capsize=2)
+        ax2.barh(names, vals, xerr=err, capsize=2,
+                 color=["tab:red" if n.startswith("openssl") else "tab:cyan" if n.startswith("sam")
+                        else "tab:blue" for n in names])
         ax2.invert_yaxis()
         ax2.set_xlabel("MB/s (in-process, no FUSE)")
         ax2.set_title("decryption throughput", fontsize=10)
         ax2.tick_params(axis="y", labelsize=8)
     m = res["machine"]
-    fig.suptitle(f"cryptfs bench: {res['meta']['size_bytes'] / MiB:.0f} MiB file, {res['meta']['pairs']} "
-                 f"pairs; {m['cpu_model']}, {m['nproc']} CPUs, kernel {m['kernel']}", fontsize=10)
+    fig.suptitle(f"cryptfs + sam bench: {res['meta']['size_bytes'] / MiB:.0f} MiB file, "
+                 f"{res['meta']['pairs']} pairs; {m['cpu_model']}, {m['nproc']} CPUs, kernel {m['kernel']}",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -976,8 +1058,8 @@ def machine_info() -> dict:
     info["python"] = sys.version.split()[0]
     info["mfusepy"] = importlib.metadata.version("mfusepy")
     info["cryptfs_commit"] = _cmd_out(["git", "-C", str(BENCH_DIR.parent), "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", str(BENCH_DIR.parent), "status", "--porcelain", "--", "cryptfs"],
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(BENCH_DIR.parent), "status", "--porcelain", "--", "cryptfs",
+                            "sam"], capture_output=True, text=True).stdout.strip()
     info["cryptfs_tree_dirty"] = bool(dirty)
     info["ext4_backing"] = _cmd_out(["findmnt", "-no", "FSTYPE,SOURCE", "--target", "/var/tmp"])
     info["loadavg_start"] = open("/proc/loadavg").read().strip()
