@@ -8,6 +8,7 @@ crash or Ctrl-C never leaves a half-written package that looks complete.
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import os
 import shutil
@@ -26,6 +27,28 @@ from .errors import OutputError, PackageError
 from .manifest import CHUNK_SIZE, ID_LEN, META_DIR, FileEntry, Manifest, digest, meta_paths
 
 SPAN_CHUNKS = 64  # chunks per job: 4 MiB with 64 KiB chunks
+DROP_BEHIND = 4  # spans: written output older than this is handed to writeback and dropped
+SYNC_FILE_RANGE_WRITE = 2
+
+try:
+    _sync_file_range = ctypes.CDLL(None, use_errno=True).sync_file_range
+    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+except (OSError, AttributeError):  # not Linux
+    _sync_file_range = None
+
+
+def _write_behind(fd: int, off: int, n: int) -> None:
+    """Start writeback of what was just written, and drop output pages that are older.
+
+    Without this, 1 GiB of output sits dirty until the final fsync (0.3 s on this VM's disk),
+    and every page is a fresh page-cache page (first touch of memory the host may have
+    reclaimed: up to 3-4 s of sys time per GiB here). Recycled pages keep the page cache of
+    the output at a few spans. Both calls are advisory; the final fsync still decides.
+    """
+    if _sync_file_range is not None:
+        _sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE)
+    if off > DROP_BEHIND * n:
+        os.posix_fadvise(fd, 0, off - DROP_BEHIND * n, os.POSIX_FADV_DONTNEED)
 
 
 @dataclass(frozen=True)
@@ -186,6 +209,10 @@ class _Buffers(threading.local):
 def _seal_all(sources, entries, work, codec: ChunkCodec, threads, progress) -> None:
     span = SPAN_CHUNKS * codec.chunk_size
     bufs = _Buffers()
+    # one writer per file at a time: concurrent pwrite()s to one ext4 file serialise on the
+    # inode lock anyway, and the waiter spins in the kernel (rwsem_spin_on_owner) instead of
+    # sealing its next span
+    write_locks = {e.path: threading.Lock() for e in entries}
 
     def job(src: Source, entry: FileEntry, first_chunk: int) -> int:
         if bufs.plain is None:
@@ -204,8 +231,11 @@ def _seal_all(sources, entries, work, codec: ChunkCodec, threads, progress) -> N
                 got += n
         n = codec.seal_into(view, first_chunk, src.size, entry.file_id, bufs.sealed)
         fd = os.open(os.path.join(work, *src.rel.split("/")), os.O_WRONLY)
+        off = codec.cipher_off(first_chunk)
         try:
-            _pwrite_all(fd, memoryview(bufs.sealed)[:n], codec.cipher_off(first_chunk))
+            with write_locks[entry.path]:
+                _pwrite_all(fd, memoryview(bufs.sealed)[:n], off)
+            _write_behind(fd, off, n)
         finally:
             os.close(fd)
         return want
