@@ -2,8 +2,11 @@
 
 The plaintext key is the exact bytes the owner gives (the KMS secret is the same bytes).
 scrypt with a per-package salt makes every guess cost memory and time (a 4-byte key must
-not be cheap to brute-force offline); HKDF then derives one key per purpose with the key
-ID in its info string, so a package is bound to the key ID it was packed under.
+not be cheap to brute-force offline); HKDF then derives a key-wrapping key and a key check
+value. The content and the manifest MAC use keys derived from a random per-package master
+key, stored wrapped in the manifest (as gocryptfs does): the content keys have full entropy
+whatever the plaintext key, and the packer seals while scrypt runs. Every HKDF info string
+ends with the key ID, so a package is bound to the key ID it was packed under.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import re
 import sys
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import KeyReadError, ManifestError, UsageError
@@ -115,24 +120,64 @@ def _hex(value, length: int, what: str) -> bytes:
     return bytes.fromhex(value)
 
 
+MASTER_LEN = 32
+WRAP_NONCE_LEN = 12
+WRAPPED_LEN = WRAP_NONCE_LEN + MASTER_LEN + 16  # nonce | AES-256-GCM(master key) | tag
+
+
 @dataclass(frozen=True)
-class PackageKeys:
-    content: bytes  # AES-256-GCM key of every chunk
-    mac: bytes  # HMAC-SHA256 key of the manifest
+class KeyEncryptionKeys:
+    """From the plaintext key (scrypt): they open the package's master key, nothing else."""
+
+    wrap: bytes  # AES-256-GCM key that seals the random master key
     check: bytes  # stored in the manifest: tells a wrong key from a tampered manifest
 
 
-def derive(key: bytes, key_id: str, kdf: KdfParams) -> PackageKeys:
-    """scrypt(key, salt) then one HKDF-SHA256 output per purpose, each bound to the key ID."""
+@dataclass(frozen=True)
+class PackageKeys:
+    """From the random master key: the content is sealed with full-entropy keys."""
+
+    content: bytes  # AES-256-GCM key of every chunk
+    mac: bytes  # HMAC-SHA256 key of the manifest
+
+
+def _hkdf(secret: bytes, purpose: bytes, key_id: str) -> bytes:
+    info = INFO_PREFIX + purpose + b"\0" + key_id.encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
+
+
+def derive_kek(key: bytes, key_id: str, kdf: KdfParams) -> KeyEncryptionKeys:
+    """scrypt(key, salt), then HKDF-SHA256 per purpose, bound to the key ID (the slow step)."""
     n = 1 << kdf.log_n
     seed = hashlib.scrypt(bytes(key), salt=kdf.salt, n=n, r=kdf.r, p=kdf.p, dklen=32,
                           maxmem=128 * kdf.r * (n + kdf.p + 2) + (1 << 20))
+    return KeyEncryptionKeys(_hkdf(seed, b"key wrap", key_id), _hkdf(seed, b"key check", key_id))
 
-    def sub(purpose: bytes) -> bytes:
-        info = INFO_PREFIX + purpose + b"\0" + key_id.encode()
-        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(seed)
 
-    return PackageKeys(sub(b"content"), sub(b"manifest mac"), sub(b"key check"))
+def new_master_key() -> bytes:
+    return os.urandom(MASTER_LEN)
+
+
+def package_keys(master: bytes, key_id: str) -> PackageKeys:
+    return PackageKeys(_hkdf(master, b"content", key_id), _hkdf(master, b"manifest mac", key_id))
+
+
+def _wrap_aad(package_id: bytes, key_id: str) -> bytes:
+    return INFO_PREFIX + b"master key\0" + key_id.encode() + b"\0" + package_id
+
+
+def wrap(kek: KeyEncryptionKeys, master: bytes, package_id: bytes, key_id: str) -> bytes:
+    nonce = os.urandom(WRAP_NONCE_LEN)
+    return nonce + AESGCM(kek.wrap).encrypt(nonce, master, _wrap_aad(package_id, key_id))
+
+
+def unwrap(kek: KeyEncryptionKeys, wrapped: bytes, package_id: bytes, key_id: str) -> bytes | None:
+    """The master key, or None if the wrapped key or what it is bound to was altered."""
+    try:
+        return AESGCM(kek.wrap).decrypt(wrapped[:WRAP_NONCE_LEN], wrapped[WRAP_NONCE_LEN:],
+                                        _wrap_aad(package_id, key_id))
+    except InvalidTag:
+        return None
 
 
 def mac(keys: PackageKeys, manifest_raw: bytes) -> bytes:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import ManifestError, UsageError
-from .keys import KdfParams, _hex, check_key_id
+from .keys import WRAPPED_LEN, KdfParams, _hex, check_key_id
 
 FORMAT = "sam-open"
 VERSION = 1
@@ -51,6 +51,7 @@ class Manifest:
     package_id: bytes
     kdf: KdfParams
     key_check: bytes
+    wrapped_key: bytes  # the random master key, sealed under the key-wrapping key
     created: str
     packer: str
     chunk_size: int = CHUNK_SIZE
@@ -61,6 +62,7 @@ class Manifest:
             "format": FORMAT, "version": VERSION, "key_id": self.key_id,
             "package_id": self.package_id.hex(), "created": self.created, "packer": self.packer,
             "kdf": self.kdf.to_json(), "key_check": self.key_check.hex(),
+            "wrapped_key": self.wrapped_key.hex(),
             "cipher": {"name": CIPHER, "chunk_size": self.chunk_size, "nonce_len": NONCE_LEN,
                        "tag_len": TAG_LEN, "header_len": HEADER_LEN},
             "files": [f.to_json() for f in sorted(self.files, key=lambda f: f.path.encode())],
@@ -97,6 +99,7 @@ class Manifest:
         m = cls(key_id=key_id, package_id=_hex(obj.get("package_id"), ID_LEN, "package_id"),
                 kdf=KdfParams.from_json(obj.get("kdf")),
                 key_check=_hex(obj.get("key_check"), 32, "key_check"),
+                wrapped_key=_hex(obj.get("wrapped_key"), WRAPPED_LEN, "wrapped_key"),
                 created=_str(obj, "created"), packer=_str(obj, "packer"), chunk_size=chunk_size,
                 files=[_entry(f) for f in files])
         check_tree([f.path for f in m.files])

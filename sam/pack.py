@@ -146,12 +146,13 @@ def pack(model_dir: str, key: bytes, key_id: str, parent: str | None = None,
     check_output(out_dir, model_dir)
     sources = collect(model_dir)
     started = time.monotonic()
+    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     kdf = keymod.KdfParams.new(scrypt_logn)
-    keys = keymod.derive(key, key_id, kdf)
-    manifest = Manifest(key_id=key_id, package_id=_nonzero_id(), kdf=kdf, key_check=keys.check,
-                        created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        packer=f"sam {__version__}", chunk_size=CHUNK_SIZE)
-    codec = ChunkCodec(keys.content, manifest.package_id, CHUNK_SIZE, block_path)
+    package_id = _nonzero_id()
+    master = keymod.new_master_key()
+    keys = keymod.package_keys(master, key_id)
+    kek = _Background(keymod.derive_kek, key, key_id, kdf)  # scrypt runs while we seal
+    codec = ChunkCodec(keys.content, package_id, CHUNK_SIZE, block_path)
     work = os.path.join(os.path.dirname(os.path.abspath(out_dir)),
                         f".{key_id}.partial-{os.urandom(4).hex()}")
     os.mkdir(work, 0o755)
@@ -159,6 +160,11 @@ def pack(model_dir: str, key: bytes, key_id: str, parent: str | None = None,
         entries = _create_files(work, sources, codec)
         _seal_all(sources, entries, work, codec, threads, progress)
         _check_unchanged(sources)
+        kek_keys = kek.result()
+        manifest = Manifest(key_id=key_id, package_id=package_id, kdf=kdf, key_check=kek_keys.check,
+                            wrapped_key=keymod.wrap(kek_keys, master, package_id, key_id),
+                            created=created,
+                            packer=f"sam {__version__}", chunk_size=CHUNK_SIZE)
         raw = manifest_bytes(manifest, entries)
         _write_meta(work, raw, keymod.mac(keys, raw))
         if os.path.isdir(out_dir):
@@ -170,6 +176,27 @@ def pack(model_dir: str, key: bytes, key_id: str, parent: str | None = None,
         raise
     total = sum(s.size for s in sources)
     return PackResult(out_dir, digest(raw), len(sources), total, time.monotonic() - started)
+
+
+class _Background:
+    """One call on its own thread (hashlib.scrypt releases the GIL); result() re-raises."""
+
+    def __init__(self, func, *args):
+        self._value = self._error = None
+        self._thread = threading.Thread(target=self._run, args=(func, *args), name="sam-kdf", daemon=True)
+        self._thread.start()
+
+    def _run(self, func, *args) -> None:
+        try:
+            self._value = func(*args)
+        except BaseException as e:  # handed to the caller of result()
+            self._error = e
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def manifest_bytes(manifest: Manifest, entries: list[FileEntry]) -> bytes:

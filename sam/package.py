@@ -1,7 +1,8 @@
 """A package on disk: opened without the key (info, digest), unlocked with it (verify, read).
 
 Unlocking checks, in order: the key check value (a wrong key, or an altered key ID or KDF
-salt), then the manifest's HMAC (a tampered manifest). Only then is any file trusted to
+salt), the wrapped master key (bound to the package and key ID), then the manifest's HMAC
+(a tampered manifest). Only then is any file trusted to
 exist with the manifest's size and file ID; content chunks authenticate as they are read.
 """
 
@@ -61,11 +62,13 @@ class Package:
 
     def unlock(self, key: bytes, block_path: str | None = None) -> UnlockedPackage:
         m = self.manifest
-        keys = keymod.derive(key, m.key_id, m.kdf)
-        if not hmac.compare_digest(keys.check, m.key_check):
+        kek = keymod.derive_kek(key, m.key_id, m.kdf)
+        if not hmac.compare_digest(kek.check, m.key_check):
             raise WrongKeyError(f"the key does not unlock package {m.key_id} (or its key ID or KDF "
                                 "salt was altered): check the key and the package")
-        if not hmac.compare_digest(keymod.mac(keys, self.manifest_raw), self.mac_value):
+        master = keymod.unwrap(kek, m.wrapped_key, m.package_id, m.key_id)
+        keys = keymod.package_keys(master, m.key_id) if master is not None else None
+        if keys is None or not hmac.compare_digest(keymod.mac(keys, self.manifest_raw), self.mac_value):
             raise IntegrityError(f"{META_DIR}/manifest.json of {self.root} fails authentication: the "
                                  "manifest was tampered with; do not use this package")
         codec = ChunkCodec(keys.content, m.package_id, m.chunk_size, block_path)

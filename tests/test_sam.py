@@ -136,6 +136,11 @@ def edit_manifest(pkg: Path, change) -> None:
     manifest_path(pkg).write_bytes(raw)
 
 
+def flip_hex_digit(value: str, i: int = 0) -> str:
+    """The same hex string with digit i changed (0 <-> 1, ...): still valid hex, another value."""
+    return f"{value[:i]}{int(value[i], 16) ^ 1:x}{value[i + 1:]}"
+
+
 def printed_digest(out: str) -> str:
     lines = [line for line in out.splitlines() if line.startswith("digest: ")]
     assert len(lines) == 1, out
@@ -306,7 +311,9 @@ def test_default_kdf_parameters(tmp_path):
         "name": "scrypt", "log_n": 17, "r": 8, "p": 1}
     assert len(bytes.fromhex(obj["kdf"]["salt"])) == 32
     m = Manifest.from_bytes(manifest_path(Path(result.out_dir)).read_bytes())
-    assert keymod.derive(KEY, KEY_ID, m.kdf).check == m.key_check  # the stored parameters are used
+    kek = keymod.derive_kek(KEY, KEY_ID, m.kdf)
+    assert kek.check == m.key_check  # the stored parameters are used
+    assert keymod.unwrap(kek, m.wrapped_key, m.package_id, KEY_ID) is not None
 
 
 def test_nested_dot_sam_is_an_ordinary_directory(tmp_path):
@@ -533,6 +540,14 @@ def test_canonical_rewrite_helper_is_faithful(packed):
     ("path", lambda o: o["files"][0].update(path="a2.bin"), 26, "fails authentication"),
     ("removed entry", lambda o: o["files"].pop(2), 26, "fails authentication"),
     ("package id", lambda o: o.update(package_id="11" * 16), 26, "fails authentication"),
+    # wrapped_key is nonce (hex digits 0-23) | sealed master key (24-87) | tag (88-119)
+    ("wrapped key nonce", lambda o: o.update(wrapped_key=flip_hex_digit(o["wrapped_key"], 0)), 26,
+     "fails authentication"),
+    ("wrapped key ciphertext", lambda o: o.update(wrapped_key=flip_hex_digit(o["wrapped_key"], 50)), 26,
+     "fails authentication"),
+    ("wrapped key tag", lambda o: o.update(wrapped_key=flip_hex_digit(o["wrapped_key"], 119)), 26,
+     "fails authentication"),
+    ("wrapped key length", lambda o: o.update(wrapped_key=o["wrapped_key"][:-2]), 8, "wrapped_key"),
     ("created", lambda o: o.update(created="2020-01-01T00:00:00Z"), 26, "fails authentication"),
     ("chunk size", lambda o: o["cipher"].update(chunk_size=2 * C), 26, "fails authentication"),
     ("salt", lambda o: o["kdf"].update(salt="22" * 32), 12, "does not unlock"),
@@ -604,17 +619,94 @@ def test_wrong_key_id(packed, capsys):
         unlock(pkg)
 
 
-def test_wrong_key_id_with_a_recomputed_key_check_fails_the_mac(packed, capsys):
-    """Even with the key check redone for the new key ID (by a key holder), the MAC binds the old one."""
-    def change(obj):
-        kdf = keymod.KdfParams.from_json(obj["kdf"])
-        obj["key_id"] = "other-key-0002"
-        obj["key_check"] = keymod.derive(KEY, "other-key-0002", kdf).check.hex()
+@pytest.fixture
+def unwraps(monkeypatch) -> list[bool]:
+    """Whether each master-key unwrap of the reader succeeded: tells a failed unwrap from a failed MAC."""
+    results: list[bool] = []
+    real = keymod.unwrap
 
-    edit_manifest(packed.pkg, change)
+    def spy(*args):
+        master = real(*args)
+        results.append(master is not None)
+        return master
+
+    monkeypatch.setattr(keymod, "unwrap", spy)
+    return results
+
+
+def test_wrong_key_id_with_a_recomputed_key_check_fails_the_unwrap(packed, capsys, unwraps):
+    """Even with the key check redone for the new key ID (by a key holder), the wrapped master key
+    binds the old one: its key-wrap key and its AAD both hold the key ID."""
+    m = Package.open(str(packed.pkg)).manifest
+    new_kek = keymod.derive_kek(KEY, "other-key-0002", m.kdf)
+    assert keymod.unwrap(new_kek, m.wrapped_key, m.package_id, "other-key-0002") is None
+    unwraps.clear()
+    edit_manifest(packed.pkg, lambda o: o.update(key_id="other-key-0002", key_check=new_kek.check.hex()))
     with pytest.raises(IntegrityError, match="manifest.json .* fails authentication"):
         unlock(packed.pkg)
+    assert unwraps == [False]  # past the key check, refused by the unwrap
     assert_unpack_refused(packed, exitcodes.INTEGRITY, "fails authentication", capsys=capsys)
+
+
+def test_wrong_key_id_with_the_master_key_rewrapped_fails_the_mac(packed, capsys, unwraps):
+    """A key holder who also re-wraps the master key for the new key ID: the MAC key (and the
+    content key) are derived with the key ID, so the MAC still binds the old one."""
+    m = Package.open(str(packed.pkg)).manifest
+    master = keymod.unwrap(keymod.derive_kek(KEY, KEY_ID, m.kdf), m.wrapped_key, m.package_id, KEY_ID)
+    new_kek = keymod.derive_kek(KEY, "other-key-0002", m.kdf)
+    rewrapped = keymod.wrap(new_kek, master, m.package_id, "other-key-0002")
+    edit_manifest(packed.pkg, lambda o: o.update(key_id="other-key-0002", key_check=new_kek.check.hex(),
+                                                 wrapped_key=rewrapped.hex()))
+    assert keymod.unwrap(new_kek, rewrapped, m.package_id, "other-key-0002") == master
+    assert keymod.package_keys(master, "other-key-0002") != keymod.package_keys(master, KEY_ID)
+    unwraps.clear()
+    with pytest.raises(IntegrityError, match="manifest.json .* fails authentication"):
+        unlock(packed.pkg)
+    assert unwraps == [True]  # the unwrap succeeds; the MAC refuses
+    assert_unpack_refused(packed, exitcodes.INTEGRITY, "fails authentication", capsys=capsys)
+
+
+def _package_keys(pkg: Path) -> tuple[Manifest, keymod.KeyEncryptionKeys, bytes, keymod.PackageKeys]:
+    m = Package.open(str(pkg)).manifest
+    kek = keymod.derive_kek(KEY, m.key_id, m.kdf)
+    master = keymod.unwrap(kek, m.wrapped_key, m.package_id, m.key_id)
+    assert master is not None and len(master) == 32
+    return m, kek, master, keymod.package_keys(master, m.key_id)
+
+
+def test_each_package_has_its_own_random_master_key(packed):
+    """Same model, plaintext key and key ID: another master key, so other content and MAC keys."""
+    other = Path(pack_api(packed.model, packed.tmp / "other").out_dir)
+    m1, kek1, master1, keys1 = _package_keys(packed.pkg)
+    m2, kek2, master2, keys2 = _package_keys(other)
+    assert m1.key_id == m2.key_id == KEY_ID
+    assert master1 != master2
+    assert keys1.content != keys2.content and keys1.mac != keys2.mac
+    assert kek1.wrap != kek2.wrap  # another salt as well
+    # neither the content key nor the MAC key is a function of the plaintext key alone
+    assert {keys1.content, keys1.mac, keys2.content, keys2.mac}.isdisjoint({kek1.wrap, kek1.check})
+
+
+def test_wrapped_key_is_bound_to_its_package(packed, capsys, unwraps):
+    """Swapping wrapped_key between two packages of the same key and key ID fails the unwrap (26),
+    also when the other package's KDF salt and key check come along (its package ID is in the AAD)."""
+    other = Path(pack_api(packed.model, packed.tmp / "other").out_dir)
+    m1, _, _, _ = _package_keys(packed.pkg)
+    m2, kek2, master2, _ = _package_keys(other)
+    assert keymod.unwrap(kek2, m2.wrapped_key, m2.package_id, KEY_ID) == master2
+    assert keymod.unwrap(kek2, m2.wrapped_key, m1.package_id, KEY_ID) is None  # the package ID binds it
+    theirs = json.loads(manifest_path(other).read_bytes())
+    original = manifest_path(packed.pkg).read_bytes()
+    for fields in (["wrapped_key"], ["wrapped_key", "kdf", "key_check"]):
+        manifest_path(packed.pkg).write_bytes(original)
+        edit_manifest(packed.pkg, lambda o, fields=fields: o.update({f: theirs[f] for f in fields}))
+        unwraps.clear()
+        with pytest.raises(IntegrityError, match="manifest.json .* fails authentication"):
+            unlock(packed.pkg)
+        assert unwraps == [False]  # past the key check (not WrongKeyError), refused by the unwrap
+        assert cli("verify", packed.pkg, "--key-file", packed.kf, "-q") == exitcodes.INTEGRITY
+        assert "fails authentication" in capsys.readouterr().err
+        assert_unpack_refused(packed, exitcodes.INTEGRITY, "fails authentication", capsys=capsys)
 
 
 def test_renamed_package_directory_warns_in_info(packed, capsys):

@@ -2,8 +2,9 @@
 
 (a) our reader decrypts it to exactly plain/ and reports the recorded digest;
 (b) an independent decoder, written from docs/sam-format.md alone with hashlib, hmac and
-    cryptography (no ``sam`` import), does the same, so our encoder is never the only check
-    of our decoder;
+    cryptography (no ``sam`` import), does the same (scrypt, key check, unwrapping of the
+    random master key, content and MAC keys from it) and reproduces every recorded
+    intermediate value, so our encoder is never the only check of our decoder;
 (c) the manifest bytes are canonical by the documented rule (§5.3).
 """
 
@@ -27,7 +28,7 @@ PACKAGE = VECTOR / "vector-key-0001"
 PLAIN = VECTOR / "plain"
 KEY = b"open-sesame"
 KEY_ID = "vector-key-0001"
-DIGEST = "sha256:6df2a17ba1415df9568c9f3f07bd46e51f25c855b1ef33efac5d5d28dfc656c8"
+DIGEST = "sha256:cce1f738694437519d80db108f2405f53cd8bfd115bf42b59f8fa044878130e3"
 PLAIN_SHA256 = {
     "config.json": "73813002bc50aec8ad4708e8cda7b496fe3ece84bfc4de89a6945a860b2fae98",
     "empty": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
@@ -35,10 +36,21 @@ PLAIN_SHA256 = {
     "tokenizer/größe.txt": "e88f72f8e0e9962d36a5686d835261ee6b2b7fc89e2cbf54505290a6319fc0eb",
     "weights.bin": "237356e18b503616912abb8ffaed3a72591e397d4ac294c4637917d48a3f529d",
 }
+PACKAGE_ID = "aa8418abe7b283341264bf14fa36bb78"
 # Intermediate values, as recorded in tests/data/sam-vector/README.md.
-SEED = "d60e34d16bd811138252a636872db4bc6233d32a1fbfe6624e20456054da31b9"
-CONTENT_KEY = "d0316e458237cb1603205028f6a1bf631e82571b619d4935c016b74697fb01ba"
-MAC_KEY = "89d90a1ca7bc7a258b00b2c5934a75a2904305ac0f3b9d5513defd72bff4d74e"
+SEED = "103f5d6afaeba2f735508226fad0b4a723d9a05cec0956219615124f4863081d"
+KEY_WRAP_KEY = "27a4842d82a1e9a56a3037b844f0b7e0bdbe27dde90f0c2ace5037ed3236c66f"
+KEY_CHECK = "29ce63ac043ba71eaeecdd50fad05065eaacd57d1fc90c908c04237c3a6af9c6"
+WRAP_AAD = ("73616d2d6f70656e2f31206d6173746572206b657900" "766563746f722d6b65792d30303031" "00"
+            + PACKAGE_ID)
+MASTER_KEY = "5a17df4dfb7f9051618268edd1c7ee272720e7a9508daad5a88ce4d2f393f46b"
+CONTENT_KEY = "3a5919468cc6e45044d2fb625035fd45408f93e29422082395e2bcf33cf49b89"
+MAC_KEY = "abd921dab184ebb63c8fe3d4ca3a42eabb9c42b94e65c64ef18c986f031fc772"
+MAC = "6d949dcd42e950d1081c02c3d69072b737362d73d8e1d7ce5e14a5e8d745da21"
+WEIGHTS_FILE_ID = "51c0d624a163bfef4dccb07678bbf0c6"
+CHUNK_AAD = PACKAGE_ID + "0000000000000001" + WEIGHTS_FILE_ID + "01"  # weights.bin, chunk 1 (the last)
+README_VALUES = [SEED, KEY_WRAP_KEY, KEY_CHECK, MASTER_KEY, CONTENT_KEY, MAC_KEY, MAC, PACKAGE_ID,
+                 WEIGHTS_FILE_ID]
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -57,8 +69,10 @@ def test_plain_is_the_recorded_plaintext():
     assert {p: hashlib.sha256(d).hexdigest() for p, d in files.items()} == PLAIN_SHA256
     assert files["weights.bin"] == bytes(i % 251 for i in range(65537))
     readme = (VECTOR / "README.md").read_text(encoding="utf-8")
-    for value in [DIGEST, KEY.decode(), KEY_ID, SEED, CONTENT_KEY, MAC_KEY, *PLAIN_SHA256.values()]:
+    for value in [DIGEST, KEY.decode(), KEY_ID, *README_VALUES, *PLAIN_SHA256.values()]:
         assert value in readme
+    squeezed = readme.replace("` `", "")  # the README splits long values into `groups`
+    assert WRAP_AAD in squeezed and CHUNK_AAD in squeezed
 
 
 # (a) our reader ---------------------------------------------------------------------------------
@@ -115,18 +129,53 @@ def hkdf_sha256(ikm: bytes, info: bytes, length: int = 32) -> bytes:
     return out[:length]
 
 
+def subkey(secret: bytes, purpose: str, manifest: dict) -> bytes:
+    """§4.2: HKDF-SHA256 with info "sam-open/1 " || purpose || NUL || key ID."""
+    info = b"sam-open/1 " + purpose.encode() + b"\x00" + manifest["key_id"].encode("ascii")
+    return hkdf_sha256(secret, info)
+
+
 def derive(key: bytes, manifest: dict) -> dict[str, bytes]:
-    """§4: scrypt with the stored parameters, then one HKDF-SHA256 output per purpose."""
+    """§4.1-4.2: scrypt with the stored parameters, then the key-wrap key and the key check value."""
     kdf = manifest["kdf"]
     if kdf["name"] != "scrypt":
         raise DecodeError("kdf")
     n = 2 ** kdf["log_n"]
     seed = hashlib.scrypt(key, salt=bytes.fromhex(kdf["salt"]), n=n, r=kdf["r"], p=kdf["p"], dklen=32,
                           maxmem=256 * kdf["r"] * (n + kdf["p"] + 2))
-    key_id = manifest["key_id"].encode("ascii")
-    keys = {purpose: hkdf_sha256(seed, b"sam-open/1 " + purpose.encode() + b"\x00" + key_id)
-            for purpose in ("content", "manifest mac", "key check")}
-    keys["seed"] = seed
+    return {"seed": seed, "key wrap": subkey(seed, "key wrap", manifest),
+            "key check": subkey(seed, "key check", manifest)}
+
+
+def wrap_aad(manifest: dict) -> bytes:
+    """§4.3: "sam-open/1 master key" || NUL || key ID || NUL || package ID (16 raw bytes)."""
+    return (b"sam-open/1 master key\x00" + manifest["key_id"].encode("ascii") + b"\x00"
+            + bytes.fromhex(manifest["package_id"]))
+
+
+def unwrap_master_key(wrap_key: bytes, manifest: dict) -> bytes:
+    """§4.3: wrapped_key is nonce (12) | ciphertext (32) | tag (16), AES-256-GCM under the key-wrap key."""
+    wrapped = bytes.fromhex(manifest["wrapped_key"])
+    if len(wrapped) != 60:
+        raise DecodeError("wrapped key length")
+    try:
+        return AESGCM(wrap_key).decrypt(wrapped[:12], wrapped[12:], wrap_aad(manifest))
+    except InvalidTag:
+        raise DecodeError("wrapped key does not open") from None
+
+
+def package_keys(master: bytes, manifest: dict) -> dict[str, bytes]:
+    """§4.2: the content key and the MAC key come from the master key, not from the plaintext key."""
+    return {purpose: subkey(master, purpose, manifest) for purpose in ("content", "manifest mac")}
+
+
+def unlock(key: bytes, manifest: dict) -> dict[str, bytes]:
+    """§9 steps 7-8: key check first (a wrong key), then the master key (a tampered manifest)."""
+    keys = derive(key, manifest)
+    if not hmac.compare_digest(keys["key check"], bytes.fromhex(manifest["key_check"])):
+        raise DecodeError("wrong key")
+    keys["master"] = unwrap_master_key(keys["key wrap"], manifest)
+    keys.update(package_keys(keys["master"], manifest))
     return keys
 
 
@@ -142,9 +191,7 @@ def independent_decode(package: Path, key: bytes) -> tuple[str, dict[str, bytes]
     manifest = json.loads(raw.decode("utf-8"))
     if manifest["format"] != "sam-open" or type(manifest["version"]) is not int or manifest["version"] != 1:
         raise DecodeError("not sam-open version 1")
-    keys = derive(key, manifest)
-    if not hmac.compare_digest(keys["key check"], bytes.fromhex(manifest["key_check"])):
-        raise DecodeError("wrong key")
+    keys = unlock(key, manifest)
     mac = hmac.new(keys["manifest mac"], raw, hashlib.sha256).hexdigest().encode() + b"\n"
     if not hmac.compare_digest(mac, (package / ".sam" / "manifest.mac").read_bytes()):
         raise DecodeError("manifest MAC")
@@ -187,12 +234,32 @@ def test_independent_decoder_decrypts_the_vector():
 
 
 def test_independent_decoder_intermediate_values():
-    manifest = json.loads((PACKAGE / ".sam" / "manifest.json").read_bytes())
+    raw = (PACKAGE / ".sam" / "manifest.json").read_bytes()
+    manifest = json.loads(raw)
+    assert manifest["package_id"] == PACKAGE_ID and manifest["key_check"] == KEY_CHECK
     keys = derive(KEY, manifest)
     assert keys["seed"].hex() == SEED
+    assert keys["key wrap"].hex() == KEY_WRAP_KEY
+    assert keys["key check"].hex() == KEY_CHECK
+    assert wrap_aad(manifest).hex() == WRAP_AAD and len(wrap_aad(manifest)) == 54
+    master = unwrap_master_key(keys["key wrap"], manifest)
+    assert master.hex() == MASTER_KEY
+    keys = package_keys(master, manifest)
     assert keys["content"].hex() == CONTENT_KEY
     assert keys["manifest mac"].hex() == MAC_KEY
-    assert keys["key check"].hex() == manifest["key_check"]
+    assert hmac.new(keys["manifest mac"], raw, hashlib.sha256).hexdigest() == MAC
+    assert (PACKAGE / ".sam" / "manifest.mac").read_bytes() == MAC.encode() + b"\n"
+    entry = next(f for f in manifest["files"] if f["path"] == "weights.bin")
+    assert entry["id"] == WEIGHTS_FILE_ID
+    assert aad(bytes.fromhex(PACKAGE_ID), 1, bytes.fromhex(WEIGHTS_FILE_ID), True).hex() == CHUNK_AAD
+
+
+def test_content_keys_do_not_come_from_the_plaintext_key():
+    """§4.2: HKDF of the scrypt seed with the content or MAC purpose is not what seals the vector."""
+    manifest = json.loads((PACKAGE / ".sam" / "manifest.json").read_bytes())
+    seed = derive(KEY, manifest)["seed"]
+    assert subkey(seed, "content", manifest).hex() != CONTENT_KEY
+    assert subkey(seed, "manifest mac", manifest).hex() != MAC_KEY
 
 
 def test_independent_decoder_refuses_a_wrong_key():
@@ -206,10 +273,30 @@ def _flip(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
+def _substitute(path: Path, old: bytes, new: bytes) -> None:
+    data = path.read_bytes()
+    assert data.count(old) == 1
+    path.write_bytes(data.replace(old, new))
+
+
+def _flip_hex_digit(field: str):
+    """Change the first hex digit of a top-level manifest string (0 <-> 1, ...): still valid hex."""
+    def tamper(package: Path) -> None:
+        path = package / ".sam" / "manifest.json"
+        value = json.loads(path.read_bytes())[field]
+        _substitute(path, f'"{field}":"{value}"'.encode(),
+                    f'"{field}":"{int(value[0], 16) ^ 1:x}{value[1:]}"'.encode())
+    return tamper
+
+
 @pytest.mark.parametrize("tamper, message", [
     (lambda p: _flip(p / "weights.bin", 24 + 65564 + 12), "weights.bin: chunk 1"),
     (lambda p: _flip(p / "config.json", 9), "config.json: header"),
     (lambda p: _flip(p / ".sam" / "manifest.json", 20), "manifest MAC"),
+    (_flip_hex_digit("wrapped_key"), "wrapped key does not open"),
+    (_flip_hex_digit("package_id"), "wrapped key does not open"),
+    (_flip_hex_digit("key_check"), "wrong key"),
+    (_flip_hex_digit("created"), "manifest MAC"),
     (lambda p: (p / "added").write_bytes(b"x"), "file set"),
     (lambda p: os.truncate(p / "weights.bin", 24 + 65564), "weights.bin: size"),
 ])
@@ -224,7 +311,7 @@ def test_independent_decoder_is_a_real_check(tmp_path, tamper, message):
 def test_every_aad_field_is_bound():
     """The AAD is exactly as documented: changing any field (or the last flag) fails the tag."""
     manifest = json.loads((PACKAGE / ".sam" / "manifest.json").read_bytes())
-    gcm = AESGCM(derive(KEY, manifest)["content"])
+    gcm = AESGCM(unlock(KEY, manifest)["content"])
     entry = next(f for f in manifest["files"] if f["path"] == "weights.bin")
     package_id, file_id = bytes.fromhex(manifest["package_id"]), bytes.fromhex(entry["id"])
     data = (PACKAGE / "weights.bin").read_bytes()
@@ -237,6 +324,22 @@ def test_every_aad_field_is_bound():
                   aad(package_id, 1, file_id, True)[:-1]):
         with pytest.raises(InvalidTag):
             gcm.decrypt(last[:12], last[12:], wrong)
+
+
+def test_every_field_of_the_master_key_aad_is_bound():
+    """§4.3: the wrapped key opens only with the key ID and the package ID it was sealed with."""
+    manifest = json.loads((PACKAGE / ".sam" / "manifest.json").read_bytes())
+    wrap_key = derive(KEY, manifest)["key wrap"]
+    wrapped = bytes.fromhex(manifest["wrapped_key"])
+    gcm = AESGCM(wrap_key)
+    good = wrap_aad(manifest)
+    assert gcm.decrypt(wrapped[:12], wrapped[12:], good).hex() == MASTER_KEY
+    for wrong in (wrap_aad(dict(manifest, package_id="00" * 15 + "01")),
+                  wrap_aad(dict(manifest, key_id="vector-key-0002")),
+                  good[:-1], good + b"\x00", good.replace(b"master key", b"master kez"),
+                  good.replace(b"\x00vector", b"vector")):
+        with pytest.raises(InvalidTag):
+            gcm.decrypt(wrapped[:12], wrapped[12:], wrong)
 
 
 # (c) canonical manifest bytes --------------------------------------------------------------------
@@ -278,7 +381,9 @@ def test_vector_manifest_is_canonical():
     paths = [f["path"] for f in manifest["files"]]
     assert paths == ["config.json", "empty", "tokenizer.json", "tokenizer/größe.txt", "weights.bin"]
     assert set(manifest) == {"cipher", "created", "files", "format", "kdf", "key_check", "key_id",
-                             "package_id", "packer", "version"}
+                             "package_id", "packer", "version", "wrapped_key"}
+    assert list(manifest)[-2:] == ["version", "wrapped_key"]  # sorted: "v" < "w"
+    assert len(manifest["wrapped_key"]) == 120
     assert manifest["cipher"] == {"chunk_size": 65536, "header_len": 24, "name": "AES-256-GCM",
                                   "nonce_len": 12, "tag_len": 16}
 
@@ -291,7 +396,8 @@ def test_documented_rule_is_the_packers_encoding():
     names = ["z", "A", "a.b", "a/b", "a-b", 'quo"te', "back\\slash", "tab\there", "nl\nx", "ctl\x01\x1f",
              "del\x7f", "é", "日本/語", "emoji😀", "line\u2028sep", "slash/ok", "ｚ"]
     m = Manifest(key_id=KEY_ID, package_id=bytes(range(16)), kdf=KdfParams(10, 8, 1, bytes(32)),
-                 key_check=bytes(32), created="2026-01-01T00:00:00Z", packer="sam test",
+                 key_check=bytes(32), wrapped_key=bytes(range(60)), created="2026-01-01T00:00:00Z",
+                 packer="sam test",
                  files=[FileEntry(n, i, 0o644, bytes([i + 1]) * 16) for i, n in enumerate(names)])
     raw = m.to_bytes()
     assert canonical_manifest(json.loads(raw)) == raw
@@ -299,12 +405,16 @@ def test_documented_rule_is_the_packers_encoding():
 
 
 @pytest.mark.parametrize("old, new", [
-    (b'"version":1}', b'"version":1.0}'),  # §11: the integer 1 only
-    (b'"version":1}', b'"version":true}'),
+    (b'"version":1,', b'"version":1.0,'),  # §11: the integer 1 only
+    (b'"version":1,', b'"version":true,'),
     (b'"path":"empty"', b'"path":"\\ud800"'),  # §5.1: no lone surrogates (sam info used to crash)
     (b'"created":"', b'"created":"\\udc80'),
-    (b'"package_id":"5cab', b'"package_id":"5c  '),  # §5.1: exactly [0-9a-f] (fromhex takes spaces)
-    (b'"package_id":"5cab', b'"package_id":"5CAB'),
+    (b'"package_id":"aa84', b'"package_id":"aa  '),  # §5.1: exactly [0-9a-f] (fromhex takes spaces)
+    (b'"package_id":"aa84', b'"package_id":"AA84'),
+    (b'"wrapped_key":"d538', b'"wrapped_key":"D538'),  # §5.1, §4.3: 120 lowercase hex digits
+    (b'"wrapped_key":"d538', b'"wrapped_key":"'),  # 118 digits: 59 bytes
+    (b'"wrapped_key":"d538', b'"wrapped_key":"d538d538'),  # 124 digits: 62 bytes
+    (b',"wrapped_key":"d538', b',"wrapped_kez":"d538'),  # missing
 ])
 def test_reader_refuses_what_the_document_refuses(old, new):
     from sam.errors import ManifestError
