@@ -55,15 +55,22 @@ def mount_cmd(cipherdir: Path, mountpoint: Path, *args: str) -> list[str]:
 @contextlib.contextmanager
 def cryptfs_mount(cipherdir: Path, mountpoint: Path, *args: str, env: dict | None = None):
     """Mount with our daemon; in finally unmount and fail if the mount or daemon stays."""
+    with daemon_mount(mount_cmd(cipherdir, mountpoint, *args), mountpoint, "cryptfs", env) as m:
+        yield m
+
+
+@contextlib.contextmanager
+def daemon_mount(cmd: list[str], mountpoint: Path, module: str, env: dict | None = None):
+    """Run a daemonizing ``python -m <module> mount`` command; in finally unmount and fail if
+    the mount or its daemon stays."""
     mountpoint.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(mount_cmd(cipherdir, mountpoint, *args), capture_output=True, text=True,
-                          cwd=PROJECT, timeout=60, stdin=subprocess.DEVNULL,
-                          env={**os.environ, **(env or {})})
-    assert proc.returncode == 0, f"mount failed ({proc.returncode}): {proc.stderr}"
-    mp = os.path.realpath(mountpoint)
-    assert mp in fuse_mounts(), "mount returned 0 but nothing is mounted"
-    pids = daemon_pids(mountpoint)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT, timeout=60,
+                          stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, f"{module} mount failed ({proc.returncode}): {proc.stderr}"
+    assert os.path.realpath(mountpoint) in fuse_mounts(), f"{module} mount returned 0 but nothing is mounted"
+    pids = daemon_pids(mountpoint, module)
     try:
+        assert len(pids) == 1, f"expected one {module} mount daemon, found {pids}"
         yield mountpoint
     finally:
         unmount(mountpoint)
@@ -71,4 +78,4 @@ def cryptfs_mount(cipherdir: Path, mountpoint: Path, *args: str, env: dict | Non
         if left:
             for p in left:
                 os.kill(p, 9)
-            pytest.fail(f"mount daemon(s) {left} still running after unmount")
+            pytest.fail(f"{module} mount daemon(s) {left} still running after unmount")

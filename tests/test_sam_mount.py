@@ -6,7 +6,6 @@ process), which always unmounts and fails if the mount or its daemon is left beh
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECT, fuse_mounts, unmount
-from mounthelp import daemon_pids, wait_gone
+from mounthelp import daemon_mount, daemon_pids, wait_gone
 
 from sam import exitcodes
 from sam.manifest import CHUNK_SIZE, HEADER_LEN, NONCE_LEN, TAG_LEN
@@ -94,26 +93,9 @@ def run_sam(*args: str | os.PathLike, env: dict | None = None, cwd: Path = PROJE
                           env={**os.environ, **(env or {})})
 
 
-@contextlib.contextmanager
 def sam_mount(pkg: Path, mnt: Path, key_file: Path, *extra: str, env: dict | None = None):
     """Mount with the sam daemon; in finally unmount and fail if the mount or daemon stays."""
-    mnt.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(mount_args(pkg, mnt, key_file, *extra), capture_output=True, text=True,
-                          cwd=PROJECT, timeout=60, stdin=subprocess.DEVNULL,
-                          env={**os.environ, **(env or {})})
-    assert proc.returncode == 0, f"sam mount failed ({proc.returncode}): {proc.stderr}"
-    assert os.path.realpath(mnt) in fuse_mounts(), "sam mount returned 0 but nothing is mounted"
-    pids = daemon_pids(mnt, "sam")
-    try:
-        assert len(pids) == 1, f"expected one sam mount daemon, found {pids}"
-        yield mnt
-    finally:
-        unmount(mnt)
-        left = wait_gone(pids, 2.0)
-        if left:
-            for p in left:
-                os.kill(p, signal.SIGKILL)
-            pytest.fail(f"sam mount daemon(s) {left} still running after unmount")
+    return daemon_mount(mount_args(pkg, mnt, key_file, *extra), mnt, "sam", env)
 
 
 def assert_nothing_mounted(mnt: Path) -> None:
