@@ -9,4 +9,4 @@ if [ "$#" -ne 3 ]; then
     echo "  (safer: ${PYTHON:-python3} -m sam pack MODEL_DIR KEY_ID --key-file FILE)" >&2
     exit 2
 fi
-exec "${PYTHON:-python3}" -m sam pack "$1" "$2" "$3"
+exec "${PYTHON:-python3}" -m sam pack -- "$1" "$2" "$3"  # "--": a key may start with "-"

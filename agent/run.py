@@ -55,6 +55,7 @@ class RunConfig:
     attester: str | None = None
     mode: str = "fuse"  # MOUNT_MODE: fuse (default) | copy (decrypt into a RAM-backed dir)
     expect_digest: str | None = None  # EXPECTED_MODEL_DIGEST: pins one Sam package
+    seen_digest: str | None = None  # the digest logged at start: what is served must be that one
 
     @classmethod
     def resolve(cls, args, environ=os.environ) -> RunConfig:
@@ -112,7 +113,7 @@ def open_sam_package(cfg: RunConfig):
 
     try:
         pkg = Package.open(cfg.cipher_dir)
-        pkg.check_digest(cfg.expect_digest)
+        pkg.check_digest(cfg.expect_digest or cfg.seen_digest)
     except DigestMismatch as e:
         raise ModelRejected(f"ENCRYPTED_MODEL_PATH: {e}") from None
     except SamError as e:
@@ -200,7 +201,8 @@ class Mount:
     def command(self, key_fd: int, note_fd: int) -> list[str]:
         cfg = self.cfg
         if cfg.method == "sam":
-            pin = ["--expect-digest", cfg.expect_digest] if cfg.expect_digest else []
+            digest = cfg.expect_digest or cfg.seen_digest  # serve exactly the package that was logged
+            pin = ["--expect-digest", digest] if digest else []
             return [sys.executable, "-m", "sam", "mount", "--fg", "--allow_other", "--key-file",
                     f"/dev/fd/{key_fd}", "--notify-fd", str(note_fd), *pin, cfg.cipher_dir, cfg.mount_path]
         return [sys.executable, "-m", "cryptfs", "mount", "--fg", "--allow_other", "--passfile",
@@ -268,7 +270,7 @@ def _mount_failure(code: int) -> str:
                        "--device /dev/fuse and CAP_SYS_ADMIN, and the mount point must be empty and not "
                        "mounted",
     }
-    return f"mount failed (cryptfs exit {code}): {reasons.get(code, 'see the cryptfs messages above')}"
+    return f"mount failed (cryptfs exit {code}): {reasons.get(code, 'see the messages above')}"
 
 
 def sam_key(secret: bytearray) -> bytes:
@@ -334,6 +336,8 @@ def copy_to_ram(cfg: RunConfig, key: bytearray) -> None:
         raise MountFailed("the key from the broker does not unlock ENCRYPTED_MODEL_PATH", 12) from None
     except CryptfsError as e:
         raise MountFailed(f"MOUNT_MODE=copy: decryption failed: {e}", e.exit_code) from None
+    except OSError as e:
+        raise MountFailed(f"MOUNT_MODE=copy: decryption failed: {e.strerror or e}") from None
 
 
 def _unpack_sam(cfg: RunConfig, key: bytearray, target: str) -> None:
@@ -357,6 +361,8 @@ def _unpack_sam(cfg: RunConfig, key: bytearray, target: str) -> None:
         if isinstance(rejected, ModelRejected):
             raise ModelRejected(f"MOUNT_MODE=copy: {e}") from None
         raise MountFailed(f"MOUNT_MODE=copy: unpacking failed: {e}", e.exit_code) from None
+    except OSError as e:
+        raise MountFailed(f"MOUNT_MODE=copy: unpacking failed: {e.strerror or e}") from None
 
 
 def check_ram_target(cfg: RunConfig) -> str:
@@ -506,7 +512,8 @@ def run(args, command: list[str]) -> int:
         check_ram_target(cfg)
     fields = {}
     if cfg.method == "sam":
-        fields = {"digest": open_sam_package(cfg).digest, "pinned": bool(cfg.expect_digest)}
+        cfg.seen_digest = open_sam_package(cfg).digest
+        fields = {"digest": cfg.seen_digest, "pinned": bool(cfg.expect_digest)}
     phases.phase("config", key_uri=cfg.key_uri, cipher_dir=cfg.cipher_dir, mount=cfg.mount_path,
                  mode=cfg.mode, method=cfg.method, **fields)
     key = fetch_key(cfg, args, phases)

@@ -17,7 +17,7 @@ from . import __version__, exitcodes
 from . import keys as keymod
 from .errors import UsageError
 from .manifest import check_digest_syntax
-from .package import Package
+from .package import IoProblem, Package
 
 ARGV_KEY_WARNING = ("sam: warning: a key on the command line is visible to other users (ps, "
                     "/proc/PID/cmdline) and in shell history: prefer --key-file FILE or --key-file - (stdin)")
@@ -25,6 +25,10 @@ ARGV_KEY_WARNING = ("sam: warning: a key on the command line is visible to other
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # usage errors go through the one handler
+        if "unrecognized arguments" in message or "ignored explicit argument" in message:
+            # never repeat the arguments: one of them may be a key (pack's PLAINTEXT_KEY)
+            message = ("unexpected arguments or options (not repeated here: one may be the key); a key "
+                       "that starts with '-' goes after '--': python -m sam pack -- MODEL_DIR -KEY KEY_ID")
         raise UsageError(f"{message}\n{self.format_usage().strip()}")
 
 
@@ -178,6 +182,8 @@ def cmd_verify(args) -> int:
     summary = f"checked {len(pkg.manifest.files)} files ({pkg.manifest.total_size()} bytes): "
     if problems:
         print(summary + f"{len(problems)} problems found", file=sys.stderr)
+        if all(isinstance(p, IoProblem) for p in problems):
+            return exitcodes.ERROR  # nothing failed to authenticate; some files could not be read
         return exitcodes.INTEGRITY
     if not args.quiet:
         print(summary + f"no problems found; digest {pkg.package.digest}")
@@ -221,7 +227,7 @@ COMMANDS = {"pack": cmd_pack, "info": cmd_info, "verify": cmd_verify, "unpack": 
 
 def main(argv: list[str] | None = None) -> int:
     return run_main("sam", build_parser(), COMMANDS, argv, CryptfsError, exitcodes,
-                    "; partial output was removed")
+                    "; nothing partial was left behind")
 
 
 if __name__ == "__main__":

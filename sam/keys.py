@@ -35,6 +35,7 @@ SCRYPT_P_DEFAULT = 1
 SCRYPT_LOGN_RANGE = (10, 20)  # what a reader accepts, and --scryptn
 SCRYPT_R_RANGE = (1, 32)
 SCRYPT_MEM_MAX = 1 << 30  # 128 * r * N bytes: an untrusted manifest cannot make a reader use more
+SCRYPT_WORK_MAX = 1 << 23  # r * N * p: 8x the default (what --scryptn 20 writes), ~4 s here
 SCRYPT_P_RANGE = (1, 16)
 SALT_LEN = 32
 
@@ -104,10 +105,15 @@ class KdfParams:
             if type(v) is not int or not lo <= v <= hi:
                 raise ManifestError(f"manifest: kdf.{field} must be an integer in {lo}..{hi}")
             values.append(v)
-        log_n, r, _ = values
+        log_n, r, p = values
         if 128 * r << log_n > SCRYPT_MEM_MAX:
             raise ManifestError(f"manifest: scrypt with log_n={log_n} r={r} needs more than "
                                 f"{SCRYPT_MEM_MAX >> 20} MiB of memory: refused")
+        if (r * p) << log_n > SCRYPT_WORK_MAX:
+            raise ManifestError(f"manifest: scrypt with log_n={log_n} r={r} p={p} costs more than "
+                                "8 times the default: refused")
+        if log_n >= 16 * r:  # scrypt requires N < 2^(128 r / 8)
+            raise ManifestError(f"manifest: scrypt log_n={log_n} is invalid with r={r} (needs log_n < 16 r)")
         salt = _hex(obj.get("salt"), SALT_LEN, "kdf.salt")
         return cls(*values, salt)
 
@@ -149,8 +155,11 @@ def _hkdf(secret: bytes, purpose: bytes, key_id: str) -> bytes:
 def derive_kek(key: bytes, key_id: str, kdf: KdfParams) -> KeyEncryptionKeys:
     """scrypt(key, salt), then HKDF-SHA256 per purpose, bound to the key ID (the slow step)."""
     n = 1 << kdf.log_n
-    seed = hashlib.scrypt(bytes(key), salt=kdf.salt, n=n, r=kdf.r, p=kdf.p, dklen=32,
-                          maxmem=128 * kdf.r * (n + kdf.p + 2) + (1 << 20))
+    try:
+        seed = hashlib.scrypt(bytes(key), salt=kdf.salt, n=n, r=kdf.r, p=kdf.p, dklen=32,
+                              maxmem=128 * kdf.r * (n + kdf.p + 2) + (1 << 20))
+    except (ValueError, MemoryError) as e:
+        raise ManifestError(f"manifest: scrypt refused the stored parameters ({e})") from None
     return KeyEncryptionKeys(_hkdf(seed, b"key wrap", key_id), _hkdf(seed, b"key check", key_id))
 
 

@@ -15,6 +15,8 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
+from cryptfs.tree import display
+
 from .errors import ManifestError, UsageError
 from .keys import WRAPPED_LEN, KdfParams, _hex, check_key_id
 
@@ -73,8 +75,9 @@ class Manifest:
     def from_bytes(cls, raw: bytes) -> Manifest:
         try:
             obj = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ManifestError(f"manifest is not valid JSON ({e}): the package is damaged") from None
+        except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, huge integers, deep nesting
+            raise ManifestError(f"manifest is not valid JSON ({str(e)[:200]}): the package is "
+                                "damaged") from None
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise ManifestError(f"not a {FORMAT} manifest")
         if type(obj.get("version")) is not int or obj["version"] != VERSION:  # not 1.0, not true
@@ -111,9 +114,14 @@ class Manifest:
 
 def _str(obj: dict, key: str) -> str:
     v = obj.get(key)
-    if not isinstance(v, str) or not _is_utf8(v):
-        raise ManifestError(f"manifest: {key} must be a UTF-8 string")
+    if not isinstance(v, str) or not _is_utf8(v) or not v.isprintable():
+        raise ManifestError(f"manifest: {key} must be a printable UTF-8 string")
     return v
+
+
+def shown(path: str) -> str:
+    """A manifest path for messages: one line, control characters escaped."""
+    return display(path.encode("utf-8", "surrogateescape"))
 
 
 def _is_utf8(s: str) -> bool:
@@ -133,10 +141,10 @@ def _entry(obj) -> FileEntry:
         raise ManifestError("manifest: a file path is not a string")
     check_path(path)
     if type(size) is not int or size < 0:
-        raise ManifestError(f"manifest: {path}: size must be a non-negative integer")
+        raise ManifestError(f"manifest: {shown(path)}: size must be a non-negative integer")
     if type(mode) is not int or mode & ~0o1777:
-        raise ManifestError(f"manifest: {path}: mode must hold permission bits only")
-    return FileEntry(path, size, mode, _hex(obj["id"], ID_LEN, f"{path}: id"))
+        raise ManifestError(f"manifest: {shown(path)}: mode must hold permission bits only")
+    return FileEntry(path, size, mode, _hex(obj["id"], ID_LEN, f"{shown(path)}: id"))
 
 
 def check_path(path: str) -> None:

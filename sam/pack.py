@@ -24,7 +24,7 @@ from . import __version__
 from . import keys as keymod
 from .content import ChunkCodec, header
 from .errors import OutputError, PackageError
-from .manifest import CHUNK_SIZE, ID_LEN, META_DIR, FileEntry, Manifest, digest, meta_paths
+from .manifest import CHUNK_SIZE, ID_LEN, MANIFEST_MAX, META_DIR, FileEntry, Manifest, digest, meta_paths
 
 SPAN_CHUNKS = 64  # chunks per job: 4 MiB with 64 KiB chunks
 DROP_BEHIND = 4  # spans: written output older than this is handed to writeback and dropped
@@ -128,7 +128,8 @@ def check_output(out_dir: str, model_dir: str) -> None:
                               "(remove it, or pack under another key ID or --out)")
     parent = os.path.dirname(os.path.abspath(out_dir))
     if not os.path.isdir(parent):
-        raise OutputError(f"output parent directory {parent} does not exist")
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise OutputError(f"output parent directory {parent} {what}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output parent directory {parent} is not writable")
     real_model = os.path.realpath(model_dir)
@@ -166,6 +167,9 @@ def pack(model_dir: str, key: bytes, key_id: str, parent: str | None = None,
                             created=created,
                             packer=f"sam {__version__}", chunk_size=CHUNK_SIZE)
         raw = manifest_bytes(manifest, entries)
+        if len(raw) > MANIFEST_MAX:
+            raise PackageError(f"the manifest of {len(entries)} files would be {len(raw) >> 20} MiB, over "
+                               f"the readers' {MANIFEST_MAX >> 20} MiB limit: pack the model in parts")
         _write_meta(work, raw, keymod.mac(keys, raw))
         if os.path.isdir(out_dir):
             os.rmdir(out_dir)  # checked empty above

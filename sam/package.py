@@ -21,7 +21,7 @@ from cryptfs.tree import display
 from . import keys as keymod
 from .content import MAGIC, ChunkCodec
 from .errors import ChunkError, DigestMismatch, IntegrityError, ManifestError, PackageError, WrongKeyError
-from .manifest import HEADER_LEN, MANIFEST_MAX, META_DIR, FileEntry, Manifest, digest, meta_paths
+from .manifest import HEADER_LEN, MANIFEST_MAX, META_DIR, FileEntry, Manifest, digest, meta_paths, shown
 
 
 @dataclass
@@ -76,9 +76,15 @@ class Package:
 
 
 def _read_small(path: str, limit: int, root: str) -> bytes:
+    """A small regular file (never blocks on a FIFO, never follows a symlink)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ManifestError(f"{path} is not a regular file: the package is damaged")
+            data = os.read(fd, limit + 1)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise ManifestError(f"{root} is not a sam package: {os.path.relpath(path, root)} is missing "
                             "(pack a model with 'python -m sam pack')") from None
@@ -101,12 +107,12 @@ class PlainFile(OpenPlainFile):
             # O_NONBLOCK: a FIFO put in place of a file must not block the open (refused below)
             self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
-            raise IntegrityError(f"{entry.path}: listed in the manifest but missing from the package "
+            raise IntegrityError(f"{shown(entry.path)}: listed in the manifest but missing from the package "
                                  "(deleted or renamed)") from None
         except OSError as e:
             if e.errno != errno.ELOOP:
                 raise
-            raise IntegrityError(f"{entry.path}: a symlink in the package, not a regular file "
+            raise IntegrityError(f"{shown(entry.path)}: a symlink in the package, not a regular file "
                                  "(replaced after packing)") from None
         try:
             pkg.check_cipher_file(entry, self.fd)
@@ -118,7 +124,11 @@ class PlainFile(OpenPlainFile):
         try:
             return self._codec.read_into(self.fd, self.entry.file_id, self.plain_size, plain_off, out)
         except ChunkError as e:
-            raise e.with_path(self.entry.path) from None
+            raise e.with_path(shown(self.entry.path)) from None
+
+
+class IoProblem(str):
+    """A verify problem that is an I/O error (exit 1), not an authentication failure (exit 26)."""
 
 
 class UnlockedPackage:
@@ -138,18 +148,18 @@ class UnlockedPackage:
         """Size and header ID as the manifest says: catches swaps, truncation and growth early."""
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise IntegrityError(f"{entry.path}: not a regular file in the package")
+            raise IntegrityError(f"{shown(entry.path)}: not a regular file in the package")
         want = self.codec.cipher_size(entry.size)
         if st.st_size != want:
-            raise IntegrityError(f"{entry.path}: {st.st_size} bytes on disk, the manifest needs {want} "
-                                 "(truncated, extended or replaced)")
+            raise IntegrityError(f"{shown(entry.path)}: {st.st_size} bytes on disk, the manifest needs "
+                                 f"{want} (truncated, extended or replaced)")
         head = os.pread(fd, HEADER_LEN, 0)
         if head[: len(MAGIC)] != MAGIC:
-            raise IntegrityError(f"{entry.path}: no sam file header (replaced by another file)")
+            raise IntegrityError(f"{shown(entry.path)}: no sam file header (replaced by another file)")
         if head[len(MAGIC):] != entry.file_id:
             other = next((f.path for f in self.manifest.files if f.file_id == head[len(MAGIC):]), None)
             hint = f" (it is the content of {other}: files were swapped)" if other else ""
-            raise IntegrityError(f"{entry.path}: file ID differs from the manifest{hint}")
+            raise IntegrityError(f"{shown(entry.path)}: file ID differs from the manifest{hint}")
 
     def open(self, rel: str) -> PlainFile:
         entry = self.by_path.get(rel)
@@ -200,5 +210,5 @@ class UnlockedPackage:
             except (IntegrityError, ChunkError) as e:
                 problem(str(e))
             except OSError as e:
-                problem(f"{entry.path}: {e.strerror}")
+                problem(IoProblem(f"{shown(entry.path)}: {e.strerror} (an I/O error, not tampering)"))
         return problems

@@ -19,6 +19,10 @@ BUF = 4 << 20
 
 def unpack(pkg: UnlockedPackage, out_dir: str, progress: bool | None = None) -> int:
     """Return the plaintext bytes written; on any failure remove what this run wrote."""
+    real_out, real_pkg = os.path.realpath(out_dir), os.path.realpath(pkg.root)
+    if real_out == real_pkg or real_out.startswith(real_pkg + os.sep):
+        raise OutputError(f"{out_dir} is inside the package: the plaintext would sit beside the "
+                          "ciphertext (and be uploaded with it); choose another directory")
     created = prepare_empty_dir(out_dir, OutputError, "output directory")
     total = 0
     try:

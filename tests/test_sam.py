@@ -15,12 +15,13 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import PROJECT, run_cli
 
 import sam.pack as sampack
 from sam import exitcodes
@@ -1240,3 +1241,88 @@ def test_python_dash_m_sam(tmp_path):
     assert b"chunk 1 of w/x.bin" in run.stdout
     run = run_cli("pack", model, "abc", KEY_ID, "--out", tmp_path / "p2", module="sam")
     assert run.returncode == exitcodes.USAGE and b"visible to other users" in run.stderr
+
+
+# hardening found in review: hostile manifests, hostile files, keys that look like options -----
+@pytest.mark.parametrize("change,needle", [
+    (lambda o: o["kdf"].update(log_n=17, r=1), "needs log_n < 16 r"),  # scrypt would raise
+    (lambda o: o["kdf"].update(log_n=17, p=16), "8 times the default"),  # 16x the default's work
+    (lambda o: o.update(created="\x1b]0;pwned\x07\x1b[2J"), "printable"),  # terminal escapes
+    ("huge size", "not valid JSON"),  # over Python's int digit limit
+])
+def test_hostile_manifest_is_a_clean_manifest_error(packed, capsys, change, needle):
+    if callable(change):
+        edit_manifest(packed.pkg, change)
+    else:
+        raw = manifest_path(packed.pkg).read_bytes()
+        manifest_path(packed.pkg).write_bytes(raw.replace(b'"size":0', b'"size":' + b"9" * 5000, 1))
+    for command in (("info", packed.pkg), ("verify", packed.pkg, "--key-file", packed.kf)):
+        assert cli(*command) == exitcodes.MANIFEST
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err and "\x1b" not in err
+
+
+def test_deeply_nested_manifest_is_refused(packed, capsys):
+    manifest_path(packed.pkg).write_bytes(b"[" * 200_000)
+    assert cli("info", packed.pkg) == exitcodes.MANIFEST
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "manifest.mac"])
+def test_a_fifo_for_the_manifest_never_blocks(packed, capsys, name):
+    path = packed.pkg / ".sam" / name
+    path.unlink()
+    os.mkfifo(path)
+    r = subprocess.run([sys.executable, "-m", "sam", "verify", str(packed.pkg), "--key-file", str(packed.kf)],
+                       capture_output=True, text=True, timeout=30, cwd=PROJECT)
+    assert r.returncode == exitcodes.MANIFEST and "not a regular file" in r.stderr
+
+
+def test_a_control_character_in_a_name_cannot_split_a_report_line(tmp_path, capsys):
+    model = write_tree(tmp_path / "model", {"bad\nname.bin": os.urandom(C + 1), "ok": b"x"})
+    pkg = Path(pack_api(model, tmp_path).out_dir)
+    with open(pkg / "bad\nname.bin", "r+b") as f:
+        f.truncate(100)
+    assert cli("verify", pkg, "--key-file", key_file(tmp_path / "key"), "-q") == exitcodes.INTEGRITY
+    out = capsys.readouterr().out
+    assert "bad\\nname.bin" in out and len(out.strip().splitlines()) == 1
+
+
+def test_unpack_refuses_an_output_inside_the_package(packed, capsys):
+    assert cli("unpack", packed.pkg, packed.pkg / "plain", "--key-file", packed.kf, "-q") == exitcodes.OUTPUT
+    assert "inside the package" in capsys.readouterr().err
+    assert not (packed.pkg / "plain").exists()
+
+
+def test_verify_reports_an_unreadable_file_as_an_io_error(packed, capsys, monkeypatch):
+    from sam import package
+
+    real = package.PlainFile.read_into
+
+    def failing(self, plain_off, out):
+        if self.entry.path == "a.bin":
+            raise OSError(5, "Input/output error")
+        return real(self, plain_off, out)
+
+    monkeypatch.setattr(package.PlainFile, "read_into", failing)
+    assert cli("verify", packed.pkg, "--key-file", packed.kf, "-q") == exitcodes.ERROR
+    assert "a.bin: Input/output error (an I/O error, not tampering)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("key", ["-secret-key", "--help"])
+def test_a_key_that_looks_like_an_option(tmp_path, key):
+    """The packager passes "--": a key may start with "-" and is never echoed in an error."""
+    model = write_tree(tmp_path / "model", {"m.bin": b"model"})
+    r = subprocess.run([str(PROJECT / "do_content_packager.sh"), str(model), key, KEY_ID], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHON": sys.executable})
+    assert r.returncode == 0, r.stderr
+    kf = tmp_path / "kf"
+    kf.write_text(key)
+    assert cli("verify", tmp_path / KEY_ID, "--key-file", kf, "-q") == 0
+    if key == "--help":
+        return  # python -m sam pack MODEL --help KEY_ID asks for help, as any command does
+    r = subprocess.run([sys.executable, "-m", "sam", "pack", str(model), key, "other-key-01"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == exitcodes.USAGE and key.strip("-") not in r.stderr + r.stdout
+    assert not (tmp_path / "other-key-01").exists()
