@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"scrypt cost as log2(N), {keymod.SCRYPT_LOGN_RANGE[0]}.."
                         f"{keymod.SCRYPT_LOGN_RANGE[1]} (default {keymod.SCRYPT_LOGN_DEFAULT})")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="sealing threads (default: cores)")
+    p.add_argument("--no-follow-symlinks", dest="follow_symlinks", action="store_false",
+                   help="refuse symlinks in MODEL_DIR instead of packing what they point to (the "
+                        "default follows them, as a Hugging Face cache snapshot needs)")
     _quiet(p)
 
     p = sub.add_parser("info", help="show a package's key ID, files, sizes and digest (no key needed)")
@@ -120,7 +123,8 @@ def cmd_pack(args) -> int:
     if args.threads is not None and not 1 <= args.threads <= 64:
         raise UsageError("--threads must be between 1 and 64")
     try:
-        result = pack(model_dir, bytes(key), key_id, args.out, args.scryptn, args.threads, _progress(args))
+        result = pack(model_dir, bytes(key), key_id, args.out, args.scryptn, args.threads, _progress(args),
+                      follow_symlinks=args.follow_symlinks)
     finally:
         key[:] = bytes(len(key))
     if not args.quiet:

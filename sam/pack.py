@@ -69,13 +69,13 @@ class PackResult:
     seconds: float
 
 
-def collect(model_dir: str) -> list[Source]:
-    """Every regular file under ``model_dir``, symlinks followed, in a stable order."""
+def collect(model_dir: str, follow_symlinks: bool = True) -> list[Source]:
+    """Every regular file under ``model_dir``, symlinks followed (or refused), in a stable order."""
     if not os.path.isdir(model_dir):
         what = "does not exist" if not os.path.exists(model_dir) else "is not a directory"
         raise PackageError(f"model directory {model_dir} {what}")
     out: list[Source] = []
-    _walk(model_dir, "", out, {_dev_ino(os.stat(model_dir))})
+    _walk(model_dir, "", out, {_dev_ino(os.stat(model_dir))}, follow_symlinks)
     if not out:
         raise PackageError(f"model directory {model_dir} holds no files: nothing to pack")
     return out
@@ -85,7 +85,7 @@ def _dev_ino(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _walk(path: str, rel: str, out: list[Source], ancestors: set) -> None:
+def _walk(path: str, rel: str, out: list[Source], ancestors: set, follow: bool) -> None:
     try:
         names = sorted(os.listdir(path))
     except OSError as e:
@@ -98,6 +98,9 @@ def _walk(path: str, rel: str, out: list[Source], ancestors: set) -> None:
             name.encode("utf-8")
         except UnicodeEncodeError:
             raise PackageError(f"{os.fsencode(full)!r}: the name is not UTF-8; rename it") from None
+        if not follow and os.path.islink(full):
+            raise PackageError(f"{full}: a symlink (--no-follow-symlinks: the model must not point outside "
+                               "itself; drop the option to pack what it points to)")
         try:
             st = os.stat(full)
         except FileNotFoundError:
@@ -108,7 +111,7 @@ def _walk(path: str, rel: str, out: list[Source], ancestors: set) -> None:
         if stat.S_ISDIR(st.st_mode):
             if _dev_ino(st) in ancestors:
                 raise PackageError(f"{full}: a symlink loop (it leads back to a parent directory)")
-            _walk(full, child + "/", out, ancestors | {_dev_ino(st)})
+            _walk(full, child + "/", out, ancestors | {_dev_ino(st)}, follow)
         elif stat.S_ISREG(st.st_mode):
             out.append(Source(child, full, st.st_size, stat.S_IMODE(st.st_mode) & 0o1777, st.st_mtime_ns))
         else:
@@ -140,12 +143,13 @@ def check_output(out_dir: str, model_dir: str) -> None:
 
 def pack(model_dir: str, key: bytes, key_id: str, parent: str | None = None,
          scrypt_logn: int = keymod.SCRYPT_LOGN_DEFAULT, threads: int | None = None,
-         progress: bool | None = None, block_path: str | None = None) -> PackResult:
+         progress: bool | None = None, block_path: str | None = None,
+         follow_symlinks: bool = True) -> PackResult:
     keymod.check_key(key)
     keymod.check_key_id(key_id)
     out_dir = output_dir(key_id, parent)
     check_output(out_dir, model_dir)
-    sources = collect(model_dir)
+    sources = collect(model_dir, follow_symlinks)
     started = time.monotonic()
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     kdf = keymod.KdfParams.new(scrypt_logn)

@@ -1326,3 +1326,14 @@ def test_a_key_that_looks_like_an_option(tmp_path, key):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == exitcodes.USAGE and key.strip("-") not in r.stderr + r.stdout
     assert not (tmp_path / "other-key-01").exists()
+
+
+def test_no_follow_symlinks_refuses_a_symlink(tmp_path, capsys):
+    model = write_tree(tmp_path / "model", {"real.bin": b"weights"})
+    (model / "link.bin").symlink_to(model / "real.bin")
+    kf = key_file(tmp_path / "key")
+    assert cli("pack", model, KEY_ID, "--key-file", kf, "--out", tmp_path, "--scryptn", LOGN,
+               "--no-follow-symlinks", "-q") == exitcodes.PACKAGE
+    assert "link.bin: a symlink" in capsys.readouterr().err and not (tmp_path / KEY_ID).exists()
+    assert cli("pack", model, KEY_ID, "--key-file", kf, "--out", tmp_path, "--scryptn", LOGN, "-q") == 0
+    assert read_file(unlock(tmp_path / KEY_ID), "link.bin") == b"weights"
