@@ -111,6 +111,10 @@ class Manifest:
     def total_size(self) -> int:
         return sum(f.size for f in self.files)
 
+    def dirs(self) -> set[str]:
+        """Every directory the file paths imply (the package records no other)."""
+        return {d for f in self.files for d in parent_dirs(f.path)}
+
 
 def _str(obj: dict, key: str) -> str:
     v = obj.get(key)
@@ -157,6 +161,12 @@ def check_path(path: str) -> None:
         raise ManifestError(f"manifest: {path!r} is inside the reserved {META_DIR}/ directory")
 
 
+def parent_dirs(path: str) -> list[str]:
+    """The parent directories of a path: "a/b/c" -> ["a", "a/b"]."""
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
 def check_tree(paths: list[str]) -> None:
     """No duplicates, and no path that is both a file and a directory."""
     seen = set()
@@ -165,8 +175,7 @@ def check_tree(paths: list[str]) -> None:
         if p in seen:
             raise ManifestError(f"manifest: {p!r} is listed twice")
         seen.add(p)
-        parts = p.split("/")
-        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        dirs.update(parent_dirs(p))
     both = seen & dirs
     if both:
         raise ManifestError(f"manifest: {sorted(both)[0]!r} is both a file and a directory")

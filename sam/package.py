@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptfs.fsutil import OpenPlainFile
-from cryptfs.tree import display
 
 from . import keys as keymod
 from .content import MAGIC, ChunkCodec
@@ -158,7 +157,7 @@ class UnlockedPackage:
             raise IntegrityError(f"{shown(entry.path)}: no sam file header (replaced by another file)")
         if head[len(MAGIC):] != entry.file_id:
             other = next((f.path for f in self.manifest.files if f.file_id == head[len(MAGIC):]), None)
-            hint = f" (it is the content of {other}: files were swapped)" if other else ""
+            hint = f" (it is the content of {shown(other)}: files were swapped)" if other else ""
             raise IntegrityError(f"{shown(entry.path)}: file ID differs from the manifest{hint}")
 
     def open(self, rel: str) -> PlainFile:
@@ -169,8 +168,7 @@ class UnlockedPackage:
 
     def extra_paths(self) -> list[str]:
         """Files and symlinks on disk that the manifest does not list (added after packing)."""
-        dirs = {"/".join(f.path.split("/")[:i]) for f in self.manifest.files
-                for i in range(1, f.path.count("/") + 1)}
+        dirs = self.manifest.dirs()
         extra = []
         for dirpath, dirnames, filenames in os.walk(self.root):
             rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
@@ -198,7 +196,7 @@ class UnlockedPackage:
             on_problem(message)
 
         for rel in self.extra_paths():
-            problem(f"{display(rel.encode())}: on disk but not in the manifest (added after packing)")
+            problem(f"{shown(rel)}: on disk but not in the manifest (added after packing)")
         buf = bytearray(4 << 20)
         for entry in self.manifest.files:
             try:

@@ -25,15 +25,11 @@ class PackageSource:
         self.pkg = pkg
         self.root = pkg.root
         self.content = pkg.codec  # the mount logs content.block_path
-        self._children: dict[str, list[str]] = {"": []}
-        for entry in pkg.manifest.files:
-            parts = entry.path.split("/")
-            for i in range(len(parts)):
-                parent, child = "/".join(parts[:i]), "/".join(parts[: i + 1])
-                if child not in self._children or i == len(parts) - 1:
-                    self._children[parent].append(parts[i])
-                    if i < len(parts) - 1:
-                        self._children[child] = []
+        dirs = pkg.manifest.dirs()
+        self._children: dict[str, list[str]] = {d: [] for d in dirs | {""}}
+        for path in [*dirs, *pkg.by_path]:
+            parent, _, name = path.rpartition("/")
+            self._children[parent].append(name)
         for names in self._children.values():
             names.sort(key=lambda n: n.encode())
 

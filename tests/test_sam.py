@@ -1337,3 +1337,11 @@ def test_no_follow_symlinks_refuses_a_symlink(tmp_path, capsys):
     assert "link.bin: a symlink" in capsys.readouterr().err and not (tmp_path / KEY_ID).exists()
     assert cli("pack", model, KEY_ID, "--key-file", kf, "--out", tmp_path, "--scryptn", LOGN, "-q") == 0
     assert read_file(unlock(tmp_path / KEY_ID), "link.bin") == b"weights"
+
+
+def test_an_added_file_with_a_non_utf8_name_is_reported(packed, capsys):
+    with open(os.path.join(os.fsencode(packed.pkg), b"added-\xff.bin"), "wb") as f:
+        f.write(b"x")
+    assert cli("verify", packed.pkg, "--key-file", packed.kf, "-q") == exitcodes.INTEGRITY
+    out = capsys.readouterr().out
+    assert "added-\\xff.bin: on disk but not in the manifest" in out
