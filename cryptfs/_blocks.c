@@ -70,25 +70,28 @@ typedef struct {
 static uint64_t next_id = 1;
 
 /* ---- per-thread cipher context --------------------------------------------------- */
-static __thread EVP_CIPHER_CTX *tl_ctx;
-static __thread uint64_t tl_id;
+/* One context per thread and direction (0 decrypt, 1 encrypt), re-keyed when the
+ * Decryptor changes; `id` identifies the key the context holds. */
+static __thread EVP_CIPHER_CTX *tl_ctx[2];
+static __thread uint64_t tl_id[2];
 
-static EVP_CIPHER_CTX *thread_ctx(const Decryptor *d) {
-    if (!tl_ctx) {
-        tl_ctx = EVP_CIPHER_CTX_new();
-        if (!tl_ctx) return NULL;
-        tl_id = 0;
+static EVP_CIPHER_CTX *keyed_ctx(const Decryptor *d, int enc) {
+    if (!tl_ctx[enc]) {
+        tl_ctx[enc] = EVP_CIPHER_CTX_new();
+        if (!tl_ctx[enc]) return NULL;
+        tl_id[enc] = 0;
     }
-    if (tl_id != d->id) {
-        if (EVP_DecryptInit_ex(tl_ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
-            EVP_CIPHER_CTX_ctrl(tl_ctx, EVP_CTRL_GCM_SET_IVLEN, (int)d->nonce_len, NULL) != 1 ||
-            EVP_DecryptInit_ex(tl_ctx, NULL, NULL, d->key, NULL) != 1) {
-            tl_id = 0;
+    EVP_CIPHER_CTX *ctx = tl_ctx[enc];
+    if (tl_id[enc] != d->id) {
+        if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1 ||
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, (int)d->nonce_len, NULL) != 1 ||
+            EVP_CipherInit_ex(ctx, NULL, NULL, d->key, NULL, enc) != 1) {
+            tl_id[enc] = 0;
             return NULL;
         }
-        tl_id = d->id;
+        tl_id[enc] = d->id;
     }
-    return tl_ctx;
+    return ctx;
 }
 
 /* The ciphertext staging buffer, reused by each thread (a FUSE request would otherwise
@@ -148,7 +151,7 @@ static void run_piece(Piece *p) {
     const ReadCtx *rc = p->rc;
     const Decryptor *d = rc->d;
     p->got = 0; p->err = OK;
-    EVP_CIPHER_CTX *ctx = thread_ctx(d);
+    EVP_CIPHER_CTX *ctx = keyed_ctx(d, 0);
     if (!ctx) { p->err = E_NOMEM; p->bad_chunk = p->first; return; }
     unsigned char *cbuf = thread_cbuf((size_t)d->cipher_bs * IO_STEP_CHUNKS);
     if (!cbuf) { p->err = E_NOMEM; p->bad_chunk = p->first; return; }
@@ -415,31 +418,11 @@ done:
 
 
 /* ---- sealing (the Sam packer) ------------------------------------------------------ */
-static __thread EVP_CIPHER_CTX *tl_ectx;
-static __thread uint64_t tl_eid;
-
-static EVP_CIPHER_CTX *thread_ectx(const Decryptor *d) {
-    if (!tl_ectx) {
-        tl_ectx = EVP_CIPHER_CTX_new();
-        if (!tl_ectx) return NULL;
-        tl_eid = 0;
-    }
-    if (tl_eid != d->id) {
-        if (EVP_EncryptInit_ex(tl_ectx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
-            EVP_CIPHER_CTX_ctrl(tl_ectx, EVP_CTRL_GCM_SET_IVLEN, (int)d->nonce_len, NULL) != 1 ||
-            EVP_EncryptInit_ex(tl_ectx, NULL, NULL, d->key, NULL) != 1) {
-            tl_eid = 0;
-            return NULL;
-        }
-        tl_eid = d->id;
-    }
-    return tl_ectx;
-}
 
 /* Seal `count` chunks of `plain` (chunk `first` onwards) into `out`; fresh random nonces. */
 static int seal_chunks(const Decryptor *d, const ReadCtx *rc, int64_t first, const unsigned char *plain,
                        Py_ssize_t plain_len, unsigned char *out) {
-    EVP_CIPHER_CTX *ctx = thread_ectx(d);
+    EVP_CIPHER_CTX *ctx = keyed_ctx(d, 1);
     if (!ctx) return E_NOMEM;
     Py_ssize_t pos = 0;
     for (int64_t c = first; pos < plain_len; c++) {
