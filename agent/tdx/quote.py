@@ -483,35 +483,37 @@ def _split_pem_chain(chain: bytes, off: int) -> tuple[tuple[CertInfo, ...], x509
     return tuple(infos), leaf
 
 
+def _cert_type(r: _Reader, what: str, want: int, label: str) -> int:
+    at = r.pos
+    value = r.uint(2, what)
+    if value != want:
+        name = _CERT_TYPE_NAMES.get(value, "unknown")
+        raise QuoteError(f"{what} {value} ({name}) at offset {at}: only type {want} ({label}) is "
+                         "supported", at)
+    return value
+
+
+def _rest_size(r: _Reader, what: str) -> int:
+    """A 4-byte size that must cover exactly what is left of the region."""
+    at = r.pos
+    size = r.uint(4, what)
+    if size != r.end - r.pos:
+        raise QuoteError(f"{what} {size} at offset {at} does not match the {r.end - r.pos} bytes "
+                         f"left in {r.region}", at)
+    return size
+
+
 def _parse_signature_data(r: _Reader) -> SignatureData:
     signature = r.take(64, "quote signature")
     att_key = r.take(64, "attestation public key")
-    at = r.pos
-    cert_type = r.uint(2, "certification data type")
-    if cert_type != CERT_TYPE_QE_REPORT:
-        name = _CERT_TYPE_NAMES.get(cert_type, "unknown")
-        raise QuoteError(f"certification data type {cert_type} ({name}) at offset {at}: only type 6 "
-                         "(QE report certification data) is supported", at)
-    at = r.pos
-    cert_size = r.uint(4, "certification data size")
-    if cert_size != r.end - r.pos:
-        raise QuoteError(f"certification data size {cert_size} at offset {at} does not match the "
-                         f"{r.end - r.pos} bytes left in {r.region}", at)
+    cert_type = _cert_type(r, "certification data type", CERT_TYPE_QE_REPORT, "QE report certification data")
+    cert_size = _rest_size(r, "certification data size")
     qe_report = _parse_qe_report(r.take(QE_REPORT_SIZE, "QE report"))
     qe_sig = r.take(64, "QE report signature")
     auth_size = r.uint(2, "QE auth data size")
     auth = r.take(auth_size, f"QE auth data ({auth_size} bytes)")
-    at = r.pos
-    inner_type = r.uint(2, "inner certification data type")
-    if inner_type != CERT_TYPE_PCK_CHAIN:
-        name = _CERT_TYPE_NAMES.get(inner_type, "unknown")
-        raise QuoteError(f"inner certification data type {inner_type} ({name}) at offset {at}: only "
-                         "type 5 (PCK certificate chain) is supported", at)
-    at = r.pos
-    chain_size = r.uint(4, "PCK certificate chain size")
-    if chain_size != r.end - r.pos:
-        raise QuoteError(f"PCK certificate chain size {chain_size} at offset {at} does not match the "
-                         f"{r.end - r.pos} bytes left in {r.region}", at)
+    inner_type = _cert_type(r, "inner certification data type", CERT_TYPE_PCK_CHAIN, "PCK certificate chain")
+    chain_size = _rest_size(r, "PCK certificate chain size")
     chain_off = r.pos
     certs, leaf = _split_pem_chain(r.take(chain_size, "PCK certificate chain"), chain_off)
     return SignatureData(
