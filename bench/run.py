@@ -161,6 +161,31 @@ def mounted(mountpoint: str) -> bool:
         return any(line.split()[1].replace("\\040", " ") == mountpoint for line in f)
 
 
+def fusermount_u(mp: str, busy_s: float = 20) -> None:
+    """Unmount, retrying while busy; after busy_s detach it (lazy) rather than leave it behind."""
+    deadline = time.monotonic() + busy_s
+    while mounted(mp):
+        proc = subprocess.run(["fusermount3", "-u", mp], capture_output=True, text=True)
+        if proc.returncode == 0 or not mounted(mp):
+            break
+        if time.monotonic() > deadline:
+            log(f"warning: {mp} stays busy ({proc.stderr.strip()}); lazy unmount")
+            subprocess.run(["fusermount3", "-u", "-z", mp], capture_output=True)
+            break
+        time.sleep(0.1)
+
+
+def write_results(path: Path, meta: dict, machine: dict, summary, samples) -> None:
+    """The JSON envelope every bench script writes: meta, machine (with the load at the end), data."""
+    started = meta.pop("started")
+    meta = {**meta, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "duration_s": round(time.time() - started, 1)}
+    res = {"meta": meta, "machine": dict(machine, loadavg_end=open("/proc/loadavg").read().strip()),
+           "summary": summary, "samples": samples}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1) + "\n")
+
+
 def mount_line(mountpoint: str) -> str:
     with open("/proc/mounts") as f:
         return next((line.strip() for line in f if line.split()[1] == mountpoint), "")
@@ -397,16 +422,7 @@ class MountManager:
 
     def unmount(self, mp: str) -> None:
         pid = self.active.get(mp)
-        deadline = time.monotonic() + 20
-        while mounted(mp):
-            proc = subprocess.run(["fusermount3", "-u", mp], capture_output=True, text=True)
-            if proc.returncode == 0 or not mounted(mp):
-                break
-            if time.monotonic() > deadline:  # still busy: detach it rather than leave it behind
-                log(f"warning: {mp} stays busy ({proc.stderr.strip()}); lazy unmount")
-                subprocess.run(["fusermount3", "-u", "-z", mp], capture_output=True)
-                break
-            time.sleep(0.1)
+        fusermount_u(mp)
         deadline = time.monotonic() + 10
         while mounted(mp) and time.monotonic() < deadline:
             time.sleep(0.01)

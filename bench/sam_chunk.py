@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import random
 import statistics
@@ -43,7 +42,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from run import machine_info, parse_size  # noqa: E402
+from run import machine_info, parse_size, write_results  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 HEADER_LEN, NONCE_LEN, TAG_LEN = 24, 12, 16
@@ -207,15 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     for row in summary:
         cells = [f"{row[m]['median']:.0f} [{row[m]['min']:.0f}–{row[m]['max']:.0f}]" for m in METRICS]
         print(f"| {row['chunk_kib']} KiB | {' | '.join(cells)} | {row['overhead'] * 100:.3f} % |")
-    res = {"meta": {"argv": sys.argv[1:], "size_bytes": size, "rounds": args.rounds, "dir": args.dir,
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-                    "duration_s": round(time.time() - started, 1),
-                    "units": "MB/s (10^6 B/s); rand_4k reads/s",
-                    "read_threads": "set_threads(0), as the mount"},
-           "machine": dict(machine, loadavg_end=open("/proc/loadavg").read().strip()),
-           "summary": summary, "samples": samples}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(res, indent=1) + "\n")
+    write_results(args.json, {"argv": sys.argv[1:], "size_bytes": size, "rounds": args.rounds,
+                              "dir": args.dir, "started": started,
+                              "units": "MB/s (10^6 B/s); rand_4k reads/s",
+                              "read_threads": "set_threads(0), as the mount"},
+                  machine, summary, samples)
     print(f"\nwrote {args.json}")
     return 0
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import resource
 import shutil
@@ -52,16 +51,22 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from run import MiB, machine_info, mounted, parse_size, read_file_fully, stop_pid  # noqa: E402
+from run import (  # noqa: E402
+    MiB,
+    fusermount_u,
+    log,
+    machine_info,
+    mounted,
+    parse_size,
+    read_file_fully,
+    stop_pid,
+    write_results,
+)
 
 KEY = b"sam-bench-key-0123456789"
 KEY_ID = "bench-model-1"
 PASSWORD = "sam-bench-password"
 TARGET_MBPS = 1000  # issue 6: packing a 1 GiB model >= 1 GB/s on 2 cores
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def timed(cmd: list[str], **kw) -> tuple[float, float, float, subprocess.CompletedProcess]:
@@ -195,16 +200,7 @@ class Bench:
 
     def unmount(self, mnt: str) -> None:
         proc = self.mounts.get(mnt)
-        deadline = time.monotonic() + 20
-        while mounted(mnt):
-            p = subprocess.run(["fusermount3", "-u", mnt], capture_output=True, text=True)
-            if p.returncode == 0 or not mounted(mnt):
-                break
-            if time.monotonic() > deadline:
-                log(f"warning: {mnt} stays busy ({p.stderr.strip()}); lazy unmount")
-                subprocess.run(["fusermount3", "-u", "-z", mnt], capture_output=True)
-                break
-            time.sleep(0.1)
+        fusermount_u(mnt)
         if proc is not None:
             try:
                 proc.wait(timeout=10)
@@ -299,16 +295,10 @@ def main(argv: list[str] | None = None) -> int:
             c = r["copy_mbps"]
             print(f"| {r['target']} | gocryptfs cp+fsync only | "
                   f"{c['median']:.0f} [{c['min']:.0f}–{c['max']:.0f}] | | |")
-    res = {"meta": {"argv": sys.argv[1:], "size_bytes": args.size, "rounds": args.rounds,
-                    "targets": targets, "variants": variants, "target_mbps": TARGET_MBPS,
-                    "compare": args.compare,
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-                    "duration_s": round(time.time() - started, 1),
-                    "scrypt_n17_s": scrypt},
-           "machine": dict(machine, loadavg_end=open("/proc/loadavg").read().strip()),
-           "summary": rows, "samples": samples}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(res, indent=1) + "\n")
+    write_results(args.json, {"argv": sys.argv[1:], "size_bytes": args.size, "rounds": args.rounds,
+                              "targets": targets, "variants": variants, "target_mbps": TARGET_MBPS,
+                              "compare": args.compare, "started": started, "scrypt_n17_s": scrypt},
+                  machine, rows, samples)
     log(f"wrote {args.json}")
     return 0
 
