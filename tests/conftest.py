@@ -160,13 +160,10 @@ def make_sample_tree(root: Path) -> Path:
 
 
 @contextlib.contextmanager
-def serve_broker(b):
-    """Run an agent.broker.Broker on a free loopback port for the test; yields its base URL."""
+def serving(server):
+    """Serve a socketserver on a thread for the test; yields its http://127.0.0.1:PORT base URL."""
     import threading
 
-    from agent import broker
-
-    server = broker.serve(b, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -175,3 +172,10 @@ def serve_broker(b):
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def serve_broker(b):
+    """Run an agent.broker.Broker on a free loopback port for the test; yields its base URL."""
+    from agent import broker
+
+    return serving(broker.serve(b, "127.0.0.1", 0))

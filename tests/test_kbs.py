@@ -11,12 +11,11 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA, PROJECT, serve_broker
+from conftest import DATA, PROJECT, serve_broker, serving
 
 from agent import binding, broker, exitcodes, kbs
 from agent.errors import (
@@ -169,16 +168,8 @@ def test_expired_session_gets_one_fresh_handshake():
         assert client.get_resource("default/key/model") == SECRET
 
 
-@contextlib.contextmanager
 def fake_server(handler_cls):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_cls))
 
 
 def test_garbage_replies():
