@@ -37,7 +37,9 @@ def _key_file(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="the plaintext key: the bytes of FILE without one trailing newline; - reads stdin")
 
 
-def _expect(p: argparse.ArgumentParser) -> None:
+def _unlock_args(p: argparse.ArgumentParser) -> None:
+    """What every reader of a package's content takes: the key, and optionally the pinned digest."""
+    _key_file(p)
     p.add_argument("--expect-digest", metavar="DIGEST",
                    help="refuse any package but this one (sha256:..., as 'sam info' prints it)")
 
@@ -75,22 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="authenticate every file and chunk; list each problem")
     p.add_argument("package", metavar="DIR")
-    _key_file(p)
-    _expect(p)
+    _unlock_args(p)
     _quiet(p)
 
     p = sub.add_parser("unpack", help="write the plaintext model into a new directory")
     p.add_argument("package", metavar="DIR")
     p.add_argument("outdir", metavar="OUT", help="created if missing; must be empty")
-    _key_file(p)
-    _expect(p)
+    _unlock_args(p)
     _quiet(p)
 
     p = sub.add_parser("mount", help="serve the package read-only at MOUNTPOINT (FUSE)")
     p.add_argument("package", metavar="DIR")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
-    _key_file(p)
-    _expect(p)
+    _unlock_args(p)
     add_mount_options(p)
 
     p = sub.add_parser("unmount", help="unmount a sam (or any FUSE) mount")
