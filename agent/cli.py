@@ -9,7 +9,7 @@ import os
 import sys
 import tempfile
 
-from cryptfs.argv import run_main
+from cryptfs.argv import UsageParser, run_main
 
 from . import demo, exitcodes
 from .errors import AgentError, QuoteError, QuoteVerificationError, UsageError
@@ -18,9 +18,8 @@ from .tdx import quote as tdxq
 MAX_INPUT = 64 << 20  # a quote is ~5 KB; DICE/post-quantum chains can reach MBs, never this
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # usage errors go through the one handler
-        raise UsageError(f"{message}\n{self.format_usage().strip()}")
+class _Parser(UsageParser):
+    usage_error = UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 
 
+class UsageParser(argparse.ArgumentParser):
+    """argparse whose usage errors raise ``usage_error`` for the one top-level handler."""
+
+    usage_error: type[Exception] = Exception
+
+    def error(self, message: str):
+        raise self.usage_error(f"{message}\n{self.format_usage().strip()}")
+
+
 def long_options(parser: argparse.ArgumentParser) -> dict[str, bool]:
     """Every ``--flag`` of a parser and its subparsers, mapped to whether it takes a value."""
     found: dict[str, bool] = {}

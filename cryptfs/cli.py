@@ -7,7 +7,7 @@ import os
 import sys
 
 from . import __version__, exitcodes
-from .argv import run_main
+from .argv import UsageParser, run_main
 from .config import SCRYPT_LOGN_DEFAULT, ConfFile, FsParams
 from .cryptocore import GCM, SIV, XCHACHA
 from .errors import CryptfsError, UsageError
@@ -17,9 +17,8 @@ from .password import KeySource
 from .tree import check_cipherdir, conf_path_for, display, open_tree
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # usage errors go through the one handler
-        raise UsageError(f"{message}\n{self.format_usage().strip()}")
+class _Parser(UsageParser):
+    usage_error = UsageError
 
 
 def _unlock_args(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from cryptfs.argv import run_main
+from cryptfs.argv import UsageParser, run_main
 from cryptfs.cli import add_mount_options, mount_config
 from cryptfs.errors import CryptfsError
 from cryptfs.hardening import protect_process
@@ -23,13 +23,15 @@ ARGV_KEY_WARNING = ("sam: warning: a key on the command line is visible to other
                     "/proc/PID/cmdline) and in shell history: prefer --key-file FILE or --key-file - (stdin)")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # usage errors go through the one handler
+class _Parser(UsageParser):
+    usage_error = UsageError
+
+    def error(self, message: str):
         if "unrecognized arguments" in message or "ignored explicit argument" in message:
             # never repeat the arguments: one of them may be a key (pack's PLAINTEXT_KEY)
             message = ("unexpected arguments or options (not repeated here: one may be the key); a key "
                        "that starts with '-' goes after '--': python -m sam pack -- MODEL_DIR -KEY KEY_ID")
-        raise UsageError(f"{message}\n{self.format_usage().strip()}")
+        super().error(message)
 
 
 def _key_file(p: argparse.ArgumentParser, required: bool = True) -> None:
