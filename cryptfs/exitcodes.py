@@ -16,16 +16,4 @@ PASSWORD_INCORRECT = 12  # the password or master key does not unlock this files
 INTEGRITY = 26  # authentication failed: tampered or corrupt content, names or dir IVs
 INTERRUPTED = 130  # stopped by SIGINT (Ctrl-C)
 
-ALL = {
-    "OK": OK,
-    "ERROR": ERROR,
-    "USAGE": USAGE,
-    "CIPHERDIR": CIPHERDIR,
-    "OUTPUT": OUTPUT,
-    "CONFIG": CONFIG,
-    "PASSWORD_READ": PASSWORD_READ,
-    "MOUNTPOINT": MOUNTPOINT,
-    "PASSWORD_INCORRECT": PASSWORD_INCORRECT,
-    "INTEGRITY": INTEGRITY,
-    "INTERRUPTED": INTERRUPTED,
-}
+ALL = {name: code for name, code in globals().items() if name.isupper()}  # every code above

@@ -17,17 +17,4 @@ DIGEST_MISMATCH = 13  # the package is not the one --expect-digest names (rollba
 INTEGRITY = 26  # authentication failed: a tampered, swapped, truncated, added or missing file
 INTERRUPTED = 130  # stopped by SIGINT (Ctrl-C)
 
-ALL = {
-    "OK": OK,
-    "ERROR": ERROR,
-    "USAGE": USAGE,
-    "PACKAGE": PACKAGE,
-    "OUTPUT": OUTPUT,
-    "MANIFEST": MANIFEST,
-    "KEY_READ": KEY_READ,
-    "MOUNTPOINT": MOUNTPOINT,
-    "WRONG_KEY": WRONG_KEY,
-    "DIGEST_MISMATCH": DIGEST_MISMATCH,
-    "INTEGRITY": INTEGRITY,
-    "INTERRUPTED": INTERRUPTED,
-}
+ALL = {name: code for name, code in globals().items() if name.isupper()}  # every code above

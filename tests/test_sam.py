@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -1345,3 +1346,11 @@ def test_an_added_file_with_a_non_utf8_name_is_reported(packed, capsys):
     assert cli("verify", packed.pkg, "--key-file", packed.kf, "-q") == exitcodes.INTEGRITY
     out = capsys.readouterr().out
     assert "added-\\xff.bin: on disk but not in the manifest" in out
+
+
+def test_readme_documents_the_sam_exit_codes():
+    readme = (PROJECT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("`sam/exitcodes.py`", 1)[1].split("`python -m agent`:", 1)[0]
+    rows = dict(re.findall(r"^\| (\d+) \| `(\w+)` \|", section, re.M))
+    assert {v: int(k) for k, v in rows.items()} == exitcodes.ALL
+    assert len(set(exitcodes.ALL.values())) == len(exitcodes.ALL)
