@@ -79,3 +79,16 @@ def daemon_mount(cmd: list[str], mountpoint: Path, module: str, env: dict | None
             for p in left:
                 os.kill(p, 9)
             pytest.fail(f"{module} mount daemon(s) {left} still running after unmount")
+
+
+def assert_safetensors_read(path: Path, tensors: dict) -> None:
+    """A safetensors file reads back whole (load_file) and lazily (safe_open), tensor for tensor."""
+    import safetensors.numpy as st_np
+    from safetensors import safe_open
+
+    loaded = st_np.load_file(str(path))
+    with safe_open(str(path), framework="np") as f:
+        lazily = f.get_tensor("w")
+    assert set(loaded) == set(tensors)
+    assert all((loaded[k] == v).all() for k, v in tensors.items())
+    assert (lazily == tensors["w"]).all()
