@@ -8,7 +8,7 @@ import os
 import sys
 
 from cryptfs.argv import UsageParser, run_main
-from cryptfs.cli import add_mount_options, mount_config
+from cryptfs.cli import add_mount_options, cmd_unmount, mount_config
 from cryptfs.errors import CryptfsError
 from cryptfs.hardening import protect_process
 from cryptfs.tree import display
@@ -217,13 +217,6 @@ def cmd_mount(args) -> int:
     pkg = _unlock(args)
     pkg.check_files()  # every file present, with its size and ID, before the mount appears
     return mount(PackageSource(pkg), cfg)
-
-
-def cmd_unmount(args) -> int:
-    from cryptfs.mount import unmount
-
-    unmount(args.mountpoint)
-    return exitcodes.OK
 
 
 COMMANDS = {"pack": cmd_pack, "info": cmd_info, "verify": cmd_verify, "unpack": cmd_unpack,
