@@ -26,8 +26,9 @@ from agent.attesters import (
     tdx,
 )
 from agent.tdx.quote import parse_quote
+from tests.support import DATA
 
-VECTORS = Path(__file__).resolve().parent / "data" / "tdx-vectors"
+VECTORS = DATA / "tdx-vectors"
 QUOTE_V4 = "go-tdx-guest__tdx_prod_quote_SPR_E4.dat"  # v4, TD attributes 0x40000000
 QUOTE_V5 = "trustee__tdx_quote_5.dat"  # v5 type 3, 0x10000000
 QUOTE_DEBUG = "trustee__tdx_quote_4.dat"  # v4, DEBUG bit set

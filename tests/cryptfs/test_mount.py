@@ -15,10 +15,20 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD_FILE, PROJECT, fuse_mounts, make_sample_tree, snapshot
-from mounthelp import assert_safetensors_read, cryptfs_mount, daemon_pids, mount_cmd, wait_gone
 
 from cryptfs import exitcodes
+from tests.support import (
+    PASSWORD_FILE,
+    PROJECT,
+    assert_safetensors_read,
+    cryptfs_mount,
+    daemon_pids,
+    fuse_mounts,
+    make_sample_tree,
+    mount_cmd,
+    snapshot,
+    wait_gone,
+)
 
 
 def write_through_gocryptfs(oracle, tmp: Path, *flags: str) -> tuple[Path, Path]:

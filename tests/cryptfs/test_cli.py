@@ -16,9 +16,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, PASSWORD_FILE, make_sample_tree, run_cli, snapshot
 
 from cryptfs import exitcodes
+from tests.support import EXAMPLES, PASSWORD_FILE, make_sample_tree, run_cli, snapshot
 
 PLAIN_BS = 4096
 HEADER_LEN = 18

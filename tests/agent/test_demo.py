@@ -10,9 +10,9 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from conftest import PROJECT, fuse_mounts
 
 from agent import broker, demo, exitcodes
+from tests.support import PROJECT, fuse_mounts
 
 
 def processes_using(path) -> list[str]:

@@ -11,8 +11,8 @@ import os
 import subprocess
 
 import pytest
-from conftest import PASSWORD_FILE
-from mounthelp import cryptfs_mount
+
+from tests.support import PASSWORD_FILE, cryptfs_mount
 
 if os.environ.get("CRYPTFS_REQUIRE_HF"):
     import torch

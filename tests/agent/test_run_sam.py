@@ -18,11 +18,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, fuse_mounts, serve_broker
-from test_run import agent_env, assert_never_started, marker_cmd, probe_cmd, run_agent
 
 from agent import broker, exitcodes
 from sam.pack import pack
+from tests.agent.support import agent_env, assert_never_started, marker_cmd, probe_cmd, run_agent
+from tests.support import PROJECT, fuse_mounts, serve_broker
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from conftest import PROJECT
+from tests.support import PROJECT
 
 ENTRYPOINT = PROJECT / "entrypoint.sh"
 SECURE_VARS = ("TRUSTEE_URL", "DECRYPTION_KEY_URI", "ENCRYPTION_METHOD", "ENCRYPTED_MODEL_PATH",

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, run_cli
 
 import sam.pack as sampack
 from sam import exitcodes
@@ -43,6 +42,7 @@ from sam.manifest import CHUNK_SIZE, DIGEST_RE, HEADER_LEN, NONCE_LEN, TAG_LEN, 
 from sam.pack import pack
 from sam.package import Package
 from sam.unpack import unpack
+from tests.support import PROJECT, run_cli
 
 C = CHUNK_SIZE
 CIPHER_CS = C + NONCE_LEN + TAG_LEN

@@ -10,11 +10,11 @@ import base64
 import json
 
 import pytest
-from conftest import EXAMPLES
 
 from cryptfs import cryptocore, exitcodes
 from cryptfs.config import ConfFile, FsParams, ScryptParams
 from cryptfs.errors import ConfigError, WrongPasswordError
+from tests.support import EXAMPLES
 
 V13_MASTER_KEY = bytes.fromhex("fd890dab86bf61cfec5ad460ad3ed01f9c52d5462a31783da56b088d3d05232e")
 DEFAULT_FLAGS = ["HKDF", "GCMIV128", "DirIV", "EMENames", "LongNames", "Raw64"]

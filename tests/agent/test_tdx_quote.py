@@ -16,7 +16,6 @@ import struct
 from dataclasses import replace
 
 import pytest
-from conftest import DATA, PROJECT, run_cli
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,6 +34,7 @@ from agent.tdx import (
     parse_quote,
     verify_signatures,
 )
+from tests.support import DATA, PROJECT, run_cli
 
 VECTORS = DATA / "tdx-vectors"
 ZERO48 = "00" * 48

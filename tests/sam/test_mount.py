@@ -21,13 +21,20 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, fuse_mounts, unmount
-from mounthelp import assert_safetensors_read, daemon_mount, daemon_pids, wait_gone
 
 from sam import exitcodes
 from sam.manifest import CHUNK_SIZE, HEADER_LEN, NONCE_LEN, TAG_LEN
 from sam.pack import pack
 from sam.package import Package
+from tests.support import (
+    PROJECT,
+    assert_safetensors_read,
+    daemon_mount,
+    daemon_pids,
+    fuse_mounts,
+    unmount,
+    wait_gone,
+)
 
 KEY = b"model-owner-key-1"
 KEY_ID = "toy-model-0001"

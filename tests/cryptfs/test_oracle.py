@@ -22,9 +22,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE_MASTER_KEYS, EXAMPLES, PASSWORD_FILE, make_sample_tree, run_cli, snapshot
 
 from cryptfs import exitcodes
+from tests.support import EXAMPLE_MASTER_KEYS, EXAMPLES, PASSWORD_FILE, make_sample_tree, run_cli, snapshot
 
 PLAIN_BS = 4096
 HEADER_LEN = 18
@@ -320,7 +320,7 @@ def test_old_example_refused(name, tmp_path):
 @pytest.mark.parametrize("name", REFUSED_EXAMPLES)
 def test_old_example_refused_by_gocryptfs_too(oracle, name, tmp_path):
     cipher, mnt = copy_example(name, tmp_path), tmp_path / "mnt"
-    with pytest.raises((subprocess.CalledProcessError, RuntimeError)):  # conftest: "mount failed"
+    with pytest.raises((subprocess.CalledProcessError, RuntimeError)):  # tests.support.Oracle.mount: "mount failed"
         with oracle.mount(cipher, mnt, PASSWORD_FILE, "-ro"):
             pass
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 
 import pytest
-from conftest import EXAMPLE_MASTER_KEYS, EXAMPLES, PASSWORD_FILE
 from Crypto.Cipher import ChaCha20_Poly1305
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
@@ -23,6 +22,7 @@ from cryptfs import cryptocore
 from cryptfs.config import ConfFile
 from cryptfs.cryptocore import AuthError
 from cryptfs.password import parse_masterkey, read_passfile
+from tests.support import EXAMPLE_MASTER_KEYS, EXAMPLES, PASSWORD_FILE
 
 MASTER0 = bytes(32)
 MASTER1 = b"\x01" * 32

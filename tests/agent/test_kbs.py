@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA, PROJECT, serve_broker, serving
 
 from agent import binding, broker, exitcodes, kbs
 from agent.errors import (
@@ -26,6 +25,7 @@ from agent.errors import (
     ResourceNotFound,
     VersionMismatch,
 )
+from tests.support import DATA, PROJECT, serve_broker, serving
 
 SECRET = b"model-password\n\x00\xffbinary ok"
 VECTORS = DATA / "tdx-vectors"

@@ -19,25 +19,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, fuse_mounts, make_sample_tree, serve_broker, snapshot
 
 from agent import broker, exitcodes
-
-# The command: report what it sees (argv, environment, the tree's files) and exit with $CODE.
-PROBE = r"""
-import json, os, sys, hashlib
-root = os.environ["MODEL_MOUNT_PATH"]
-files = {}
-for d, _, names in os.walk(root):
-    for n in names:
-        p = os.path.join(d, n)
-        if not os.path.islink(p):
-            files[os.path.relpath(p, root)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
-json.dump({"argv": sys.argv, "env": dict(os.environ), "files": files,
-           "cmdline": open("/proc/self/cmdline", "rb").read().decode(errors="replace")},
-          open(os.environ["PROBE_OUT"], "w"))
-sys.exit(int(os.environ.get("CODE", "0")))
-"""
+from tests.agent.support import (
+    agent_env,
+    assert_never_started,
+    dev_broker,
+    marker_cmd,
+    probe_cmd,
+    run_agent,
+)
+from tests.support import PROJECT, fuse_mounts, make_sample_tree, serve_broker, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -53,30 +45,6 @@ def model(oracle, tmp_path_factory):
     with oracle.mount(cipher, tmp / "g", pwfile) as g:
         subprocess.run(["cp", "-a", f"{plain}/.", str(g)], check=True)
     return plain, cipher, pwfile, password
-
-
-def dev_broker(resources: dict, dialect="0.4.0", policy=None):
-    return serve_broker(broker.Broker(resources, dialect, policy or broker.Policy()))
-
-
-def agent_env(url: str, cipher: Path, mnt: Path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TRUSTEE_URL", "DECRYPTION_KEY_URI", "ENCRYPTED_MODEL_PATH", "MODEL_MOUNT_PATH",
-                        "ENCRYPTION_METHOD", "ATTESTER")}
-    env.update({"TRUSTEE_URL": url, "DECRYPTION_KEY_URI": "kbs:///default/key/model",
-                "ENCRYPTED_MODEL_PATH": str(cipher), "MODEL_MOUNT_PATH": str(mnt), "ATTESTER": "sample",
-                "ENCRYPTION_METHOD": "gocryptfs"})
-    env.update(extra)
-    return env
-
-
-def run_agent(env: dict, *command: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent", "run", "--", *command], env=env, cwd=PROJECT,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def probe_cmd() -> list[str]:
-    return [sys.executable, "-c", PROBE, "arg with space", "$HOME"]
 
 
 @pytest.mark.parametrize("dialect", ["0.4.0", "0.1.0"])
@@ -110,17 +78,6 @@ def test_json_log_format(model, tmp_path):
     phases = [rec["phase"] for rec in records if "phase" in rec]
     assert phases[:2] == ["config", "handshake"] and "ready" in phases
     assert all("seconds" in rec for rec in records if "phase" in rec)
-
-
-def assert_never_started(r, marker: Path, mnt: Path, code: int) -> None:
-    assert r.returncode == code, (r.returncode, r.stderr.decode()[-2000:])
-    assert not marker.exists(), "the command started"
-    assert os.path.realpath(mnt) not in fuse_mounts()
-    assert b"Traceback" not in r.stderr
-
-
-def marker_cmd(marker: Path) -> list[str]:
-    return ["sh", "-c", f"touch {marker}"]
 
 
 def test_denied(model, tmp_path):

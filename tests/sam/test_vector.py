@@ -19,11 +19,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-VECTOR = Path(__file__).resolve().parent / "data" / "sam-vector"
+from tests.support import DATA, run_cli
+
+VECTOR = DATA / "sam-vector"
 PACKAGE = VECTOR / "vector-key-0001"
 PLAIN = VECTOR / "plain"
 KEY = b"open-sesame"

@@ -14,12 +14,12 @@ import math
 import os
 
 import pytest
-from conftest import EXAMPLES
 
 from cryptfs import names
 from cryptfs.cryptocore import eme_key
 from cryptfs.eme import EME
 from cryptfs.names import BadName, NameCodec, b64decode_strict, b64encode, pad16, unpad16
+from tests.support import EXAMPLES
 
 ZERO_IV = bytes(16)
 IV = bytes(range(16))

@@ -11,11 +11,11 @@ import os
 import random
 
 import pytest
-from conftest import EXAMPLES
 
 from cryptfs import content, cryptocore, exitcodes
 from cryptfs.content import HEADER_LEN, PLAIN_BS, ContentCodec, block_aad, new_header, parse_header
 from cryptfs.errors import BlockError, CryptfsError, IntegrityError
+from tests.support import EXAMPLES
 
 MASTER = bytes(range(32))
 GCM, SIV, XCHACHA = cryptocore.GCM, cryptocore.SIV, cryptocore.XCHACHA
