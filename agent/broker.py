@@ -217,7 +217,7 @@ class Broker:
         return "report_data ok, environment ok"
 
     def _verify_tdx(self, evidence: dict, digest: bytes) -> str:
-        from .tdx.quote import check_quote
+        from .tdx import check_quote
 
         try:
             raw = base64.b64decode(evidence.get("quote") or "", validate=True)

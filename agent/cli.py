@@ -12,8 +12,8 @@ import tempfile
 from cryptfs.argv import UsageParser, run_main
 
 from . import demo, exitcodes
+from . import tdx as tdxq
 from .errors import AgentError, QuoteError, QuoteVerificationError, UsageError
-from .tdx import quote as tdxq
 
 MAX_INPUT = 64 << 20  # a quote is ~5 KB; DICE/post-quantum chains can reach MBs, never this
 

@@ -44,7 +44,7 @@ import secrets
 import time
 from collections.abc import Mapping
 
-from ..tdx.quote import QuoteError, check_quote
+from ..tdx import QuoteError, check_quote
 from . import eventlog
 from .base import AttesterError, b64, check_dialect, check_digest, get_logger
 

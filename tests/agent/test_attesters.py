@@ -25,7 +25,7 @@ from agent.attesters import (
     system,
     tdx,
 )
-from agent.tdx.quote import parse_quote
+from agent.tdx import parse_quote
 from tests.support import DATA
 
 VECTORS = DATA / "tdx-vectors"
