@@ -21,6 +21,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from cryptfs.core.version import VERSION
+
 from . import binding
 from .errors import (
     BrokerUnreachable,
@@ -38,7 +40,7 @@ log = logging.getLogger("agent.kbs")
 PROBE_ORDER = ("0.4.0", "0.1.0", "0.2.0", "0.1.1")
 LEGACY_DIALECTS = ("0.1.0", "0.1.1")  # RSA1_5 keys only
 ERROR_TYPE_PREFIX = "https://github.com/confidential-containers/kbs/errors/"
-USER_AGENT = "cryptfs-agent-kbs-client/0.1"
+USER_AGENT = f"cryptfs-agent-kbs-client/{VERSION}"
 HANDSHAKE_ATTEMPTS = 5
 HANDSHAKE_DELAY = 1.0
 GET_ATTEMPTS = 3

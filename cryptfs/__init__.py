@@ -1,3 +1,5 @@
 """cryptfs: read and write the gocryptfs v2 on-disk format."""
 
-__version__ = "0.1.0"
+from cryptfs.core.version import VERSION as __version__
+
+__all__ = ["__version__"]

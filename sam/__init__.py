@@ -4,4 +4,6 @@
 docs/sam-format.md: packages are read by these tools, not by the platform's own Sam.
 """
 
-__version__ = "0.1.0"
+from cryptfs.core.version import VERSION as __version__
+
+__all__ = ["__version__"]
