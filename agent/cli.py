@@ -9,7 +9,7 @@ import os
 import sys
 import tempfile
 
-from cryptfs.argv import UsageParser, run_main
+from cryptfs.core.argv import UsageParser, run_main
 
 from . import demo, exitcodes
 from . import tdx as tdxq
@@ -334,7 +334,7 @@ COMMANDS = {"quote": cmd_quote, "get-resource": cmd_get_resource, "broker": cmd_
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main("agent", build_parser(), COMMANDS, argv, AgentError, exitcodes)
+    return run_main("agent", build_parser(), COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -151,8 +151,8 @@ def cmd_demo(args) -> int:
 
 def _demo(args, signals: _Signals) -> int:
     from cryptfs.config import FsParams
+    from cryptfs.core.mount import mounted_paths
     from cryptfs.encrypt import encrypt_tree
-    from cryptfs.mount import mounted_paths
 
     from . import broker
     from .run import ENV

@@ -6,10 +6,12 @@ The CLI has a single handler that prints ``agent: error: <message>`` and exits w
 
 from __future__ import annotations
 
+from cryptfs.core.errors import Failure
+
 from . import exitcodes
 
 
-class AgentError(Exception):
+class AgentError(Failure):
     """Base class: a failure the user can act on."""
 
     exit_code = exitcodes.ERROR

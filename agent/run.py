@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from cryptfs.mount import mounted_paths
+from cryptfs.core.mount import mounted_paths
 
 from . import binding, exitcodes
 from .errors import AgentError, ConfigurationError, ModelRejected, MountFailed, UsageError
@@ -143,8 +143,8 @@ class PhaseLog:
 
 def protect_process() -> None:
     """No core dumps, not dumpable, memory locked where safe: this process will hold the key."""
-    from cryptfs.hardening import lock_memory
-    from cryptfs.hardening import protect_process as harden
+    from cryptfs.core.hardening import lock_memory
+    from cryptfs.core.hardening import protect_process as harden
 
     harden()
     lock_memory()
@@ -315,9 +315,9 @@ def copy_to_ram(cfg: RunConfig, key: bytearray) -> None:
     memory that is available; tmpfs pages can be swapped where swap is configured.
     """
     from cryptfs.config import ConfFile
+    from cryptfs.core.files import tree_bytes
     from cryptfs.decrypt import decrypt_tree
     from cryptfs.errors import CryptfsError, WrongPasswordError
-    from cryptfs.fsutil import tree_bytes
     from cryptfs.tree import CipherTree
 
     target = check_ram_target(cfg)

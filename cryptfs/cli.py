@@ -7,14 +7,16 @@ import os
 import sys
 
 from . import __version__, exitcodes
-from .argv import UsageParser, run_main
 from .config import SCRYPT_LOGN_DEFAULT, ConfFile, FsParams
+from .core import chunks, options
+from .core.argv import UsageParser, run_main
+from .core.hardening import protect_process
+from .core.text import display
 from .cryptocore import GCM, SIV, XCHACHA
-from .errors import CryptfsError, UsageError
-from .hardening import protect_process
+from .errors import UsageError
 from .names import LONGNAME_MAX_DEFAULT, LONGNAME_MAX_MIN
 from .password import KeySource
-from .tree import check_cipherdir, conf_path_for, display, open_tree
+from .tree import check_cipherdir, conf_path_for, open_tree
 
 
 class _Parser(UsageParser):
@@ -36,29 +38,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
 
-def add_mount_options(p: argparse.ArgumentParser) -> None:
-    """The FUSE options every read-only mount takes (cryptfs mount, sam mount)."""
-    p.add_argument("-f", "--fg", "--foreground", dest="fg", action="store_true",
-                   help="stay in the foreground and log to stderr")
-    p.add_argument("--allow_other", "--allow-other", dest="allow_other", action="store_true",
-                   help="let other users read the mount (the model server may run as another user)")
-    p.add_argument("--nonempty", action="store_true", help="mount over a non-empty directory")
-    p.add_argument("-o", "--ko", dest="options", action="append", default=[], metavar="OPTS",
-                   help="extra FUSE mount options, comma-separated")
-    p.add_argument("--direct-io", action="store_true",
-                   help="bypass the page cache (faster single read(), breaks MAP_SHARED mmap)")
-    p.add_argument("--readahead-kb", type=int, default=None, metavar="KB",
-                   help="set the mount's bdi read_ahead_kb (default 2048; 0 keeps the kernel's)")
-    p.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
-    p.add_argument("--notify-fd", type=int, metavar="N",
-                   help="write one line to file descriptor N when the mount is ready")
-    p.add_argument("--block-path", choices=("auto", "c", "python"), default=None,
-                   help="decryption implementation (default auto: C where built)")
-    p.add_argument("--decrypt-threads", type=int, default=None, metavar="N",
-                   help="C path: extra threads that share one large request (default 0; with "
-                        "--direct-io cores - 1)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m cryptfs",
                      description="Read and write gocryptfs v2 encrypted directories.")
@@ -70,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cipherdir", metavar="CIPHERDIR")
     p.add_argument("outdir", metavar="OUTDIR", help="created if missing; must be empty")
     _unlock_args(p)
+    options.add_block_path_argument(p)
     _common(p)
 
     p = sub.add_parser("encrypt", help="encrypt PLAINDIR into a new gocryptfs directory")
@@ -99,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cipherdir", metavar="CIPHERDIR")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     _unlock_args(p)
-    add_mount_options(p)
+    options.add_arguments(p)
 
     p = sub.add_parser("unmount", help="unmount a cryptfs (or any FUSE) mount")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
@@ -107,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fsck", help="authenticate every name and block; list each problem")
     p.add_argument("cipherdir", metavar="CIPHERDIR")
     _unlock_args(p)
+    options.add_block_path_argument(p)
     _common(p)
     return parser
 
@@ -124,10 +105,16 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
+def _open(args):
+    """The unlocked tree for decrypt, fsck and mount (password or master key, --block-path)."""
+    keys = KeySource(args.passfile, args.extpass, args.masterkey)
+    return open_tree(args.cipherdir, keys, args.config, args.block_path)
+
+
 def cmd_decrypt(args) -> int:
     from .decrypt import decrypt_tree
 
-    tree = open_tree(args.cipherdir, KeySource(args.passfile, args.extpass, args.masterkey), args.config)
+    tree = _open(args)
     stats = decrypt_tree(tree, args.outdir, _progress(args))
     if not args.quiet:
         print(f"decrypted {stats.files} files ({_mib(stats.plain_bytes)}), {stats.dirs} directories, "
@@ -166,59 +153,16 @@ def cmd_encrypt(args) -> int:
 
 
 def cmd_mount(args) -> int:
-    from .mount import check_mountpoint, mount
+    from .core.mount import check_mountpoint, mount
 
-    cfg = mount_config(args, args.cipherdir)
-    check_mountpoint(cfg)  # before asking for the password
+    opts = options.MountOptions.from_args(args, args.cipherdir, subtype="cryptfs")
+    check_mountpoint(opts)  # before asking for the password
     protect_process()  # the daemon holds the key for as long as it runs
-    tree = open_tree(args.cipherdir, KeySource(args.passfile, args.extpass, args.masterkey), args.config)
-    return mount(tree, cfg)
-
-
-def mount_config(args, source_dir: str, subtype: str = "cryptfs"):
-    """A MountConfig from add_mount_options' flags; applies --block-path and --decrypt-threads."""
-    from .content import BLOCK_PATH_ENV
-    from .mount import READAHEAD_KB_DEFAULT, MountConfig
-
-    if args.block_path:
-        os.environ[BLOCK_PATH_ENV] = args.block_path
-    if args.notify_fd is not None:
-        try:
-            os.fstat(args.notify_fd)
-        except OSError:
-            raise UsageError(f"--notify-fd {args.notify_fd}: not an open file descriptor") from None
-    _set_decrypt_threads(args)
-    readahead = READAHEAD_KB_DEFAULT if args.readahead_kb is None else args.readahead_kb
-    if readahead < 0:
-        raise UsageError("--readahead-kb must be 0 or more")
-    return MountConfig(cipherdir=source_dir, mountpoint=args.mountpoint, foreground=args.fg,
-                       allow_other=args.allow_other, nonempty=args.nonempty, extra_options=args.options,
-                       direct_io=args.direct_io, readahead_kb=readahead, log_file=args.log,
-                       notify_fd=args.notify_fd, subtype=subtype)
-
-
-def _set_decrypt_threads(args) -> None:
-    """Split large requests over a pool only where it pays (measured, bench/README.md).
-
-    Through the page cache the kernel keeps about two requests in flight, which already
-    occupies both cores: splitting each one lost in 7 of 9 paired runs. With --direct-io a
-    reader has one request in flight, and the split is what uses the second core.
-    """
-    threads = args.decrypt_threads
-    if threads is None:
-        threads = None if args.direct_io else 0
-    elif not 0 <= threads <= 16:
-        raise UsageError("--decrypt-threads must be between 0 and 16")
-    from .content import c_block_path_available
-
-    if threads is not None and c_block_path_available():
-        from ._blocks import set_threads
-
-        set_threads(threads)
+    return mount(_open(args), opts)
 
 
 def cmd_unmount(args) -> int:
-    from .mount import unmount
+    from .core.mount import unmount
 
     unmount(args.mountpoint)
     return exitcodes.OK
@@ -244,17 +188,11 @@ def cmd_info(args) -> int:
 
 
 def _block_path_info(params: FsParams) -> str:
-    from .content import BLOCK_PATH_ENV, c_block_path_available
-
     if params.content != GCM:
         return "python (the C block path covers AES-GCM only)"
-    if not c_block_path_available():
+    if not chunks.c_available():
         return "python (the C block path is not built: install gcc and libssl-dev, then reinstall)"
-    if os.environ.get(BLOCK_PATH_ENV) == "python":
-        return f"python ({BLOCK_PATH_ENV}=python)"
-    from ._blocks import OPENSSL_VERSION
-
-    return f"c ({OPENSSL_VERSION})"
+    return f"c ({chunks.openssl_version()})"
 
 
 def _content_name(params: FsParams) -> str:
@@ -264,7 +202,7 @@ def _content_name(params: FsParams) -> str:
 def cmd_fsck(args) -> int:
     from .fsck import fsck
 
-    tree = open_tree(args.cipherdir, KeySource(args.passfile, args.extpass, args.masterkey), args.config)
+    tree = _open(args)
     report = fsck(tree, _progress(args), on_problem=lambda m: print(f"fsck: {m}", flush=True))
     summary = (f"checked {report.files} files, {report.dirs} directories, {report.symlinks} symlinks: ")
     if report.problems:
@@ -280,8 +218,7 @@ COMMANDS = {"decrypt": cmd_decrypt, "encrypt": cmd_encrypt, "info": cmd_info, "f
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main("cryptfs", build_parser(), COMMANDS, argv, CryptfsError, exitcodes,
-                    "; partial output was removed")
+    return run_main("cryptfs", build_parser(), COMMANDS, argv, "; partial output was removed")
 
 
 if __name__ == "__main__":

@@ -11,24 +11,24 @@ import hashlib
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .core.aead import TAG_LEN, Aead, AuthError, GcmAead
+
+__all__ = ["GCM", "SIV", "XCHACHA", "Aead", "AuthError", "GcmAead", "SivAead", "XChaChaAead", "content_aead",
+           "eme_key", "hkdf"]
+
 KEY_LEN = 32
-TAG_LEN = 16
 
 INFO_EME = b"EME filename encryption"
 INFO_GCM = b"AES-GCM file content encryption"
 INFO_SIV = b"AES-SIV file content encryption"
 INFO_XCHACHA = b"XChaCha20-Poly1305 file content encryption"
 
-GCM = "AES-GCM"
+GCM = GcmAead.name  # "AES-GCM"
 SIV = "AES-SIV"
 XCHACHA = "XChaCha20-Poly1305"
-
-
-class AuthError(Exception):
-    """The AEAD tag did not verify."""
 
 
 def hkdf(master_key: bytes, info: bytes, length: int = KEY_LEN) -> bytes:
@@ -37,62 +37,6 @@ def hkdf(master_key: bytes, info: bytes, length: int = KEY_LEN) -> bytes:
 
 def eme_key(master_key: bytes, use_hkdf: bool) -> bytes:
     return hkdf(master_key, INFO_EME) if use_hkdf else master_key
-
-
-class Aead:
-    """One content cipher: nonce || sealed data as gocryptfs lays it out on disk."""
-
-    name: str
-    nonce_len: int
-    overhead: int
-
-    def seal(self, nonce: bytes, plain: bytes, aad: bytes) -> bytes:
-        """Return the on-disk block: nonce followed by the sealed data."""
-        raise NotImplementedError
-
-    def open(self, block: bytes | memoryview, aad: bytes) -> bytes:
-        """Authenticate and decrypt one on-disk block (nonce included); raise AuthError."""
-        raise NotImplementedError
-
-    def open_into(self, block: bytes | memoryview, aad: bytes, out: memoryview) -> int:
-        """Like open() but write the plaintext into ``out``; return its length."""
-        plain = self.open(block, aad)
-        out[: len(plain)] = plain
-        return len(plain)
-
-
-class GcmAead(Aead):
-    """AES-256-GCM with gocryptfs' 128-bit (or legacy 96-bit) nonces: nonce | ct | tag."""
-
-    name = GCM
-
-    def __init__(self, key: bytes, nonce_len: int = 16):
-        self.key = key  # the C block path keys its own OpenSSL context with it
-        self._gcm = AESGCM(key)
-        self.nonce_len = nonce_len
-        self.overhead = nonce_len + TAG_LEN
-        self._has_into = hasattr(self._gcm, "decrypt_into")
-
-    def seal(self, nonce: bytes, plain: bytes, aad: bytes) -> bytes:
-        return nonce + self._gcm.encrypt(nonce, plain, aad)
-
-    def open(self, block, aad):
-        n = self.nonce_len
-        try:
-            return self._gcm.decrypt(bytes(block[:n]), block[n:], aad)
-        except InvalidTag:
-            raise AuthError from None
-
-    def open_into(self, block, aad, out):
-        if not self._has_into:
-            return super().open_into(block, aad, out)
-        n = self.nonce_len
-        plain_len = len(block) - self.overhead
-        try:
-            self._gcm.decrypt_into(bytes(block[:n]), block[n:], aad, out[:plain_len])
-        except InvalidTag:
-            raise AuthError from None
-        return plain_len
 
 
 class SivAead(Aead):

@@ -12,10 +12,11 @@ import os
 import stat
 from dataclasses import dataclass
 
+from .core.files import TreeStats, is_inside, prepare_empty_dir, remove_created, set_times_and_mode
+from .core.progress import bar, warn
+from .core.text import show
 from .errors import OutputError
-from .fsutil import TreeStats, is_inside, prepare_empty_dir, remove_created, set_times_and_mode
-from .progress import bar, warn
-from .tree import CipherTree, show
+from .tree import CipherTree
 
 CHUNK = 1 << 20
 WRITE_SLICE = 128 << 10

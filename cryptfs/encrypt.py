@@ -15,9 +15,9 @@ import stat
 from . import names as nm
 from .config import ConfFile, FsParams
 from .content import PLAIN_BS, new_header
+from .core.files import TreeStats, is_inside, prepare_empty_dir, remove_created, set_times_and_mode
+from .core.progress import bar, warn
 from .errors import CipherDirError, CryptfsError, UsageError
-from .fsutil import TreeStats, is_inside, prepare_empty_dir, remove_created, set_times_and_mode
-from .progress import bar, warn
 from .tree import CipherTree
 
 CHUNK_BLOCKS = 256  # 1 MiB of plaintext per read

@@ -1,21 +1,23 @@
-"""One exception class per failure kind; each carries its exit code and says what to do.
+"""One exception class per failure kind of the gocryptfs engine; each carries its exit code.
 
-The CLI has a single handler that prints ``str(exc)`` and exits with ``exc.exit_code``.
-Messages never contain key material.
+They derive from the core kinds (:mod:`cryptfs.core.errors`), so the one top-level handler
+prints ``str(exc)`` and exits with ``exc.exit_code``, and the FUSE adapter answers EIO for
+any integrity failure. Messages never contain key material.
 """
 
 from __future__ import annotations
 
 from . import exitcodes
+from .core import errors as core
 
 
-class CryptfsError(Exception):
+class CryptfsError(core.Failure):
     """Base class: a failure the user can act on."""
 
     exit_code = exitcodes.ERROR
 
 
-class UsageError(CryptfsError):
+class UsageError(core.UsageError, CryptfsError):
     exit_code = exitcodes.USAGE
 
 
@@ -45,32 +47,21 @@ class WrongPasswordError(CryptfsError):
     exit_code = exitcodes.PASSWORD_INCORRECT
 
 
-class MountPointError(CryptfsError):
+class MountPointError(core.MountPointError, CryptfsError):
     exit_code = exitcodes.MOUNTPOINT
 
 
-class IntegrityError(CryptfsError):
+class IntegrityError(core.IntegrityError, CryptfsError):
     """Authentication failed somewhere in the ciphertext; nothing decrypted from it is trusted."""
 
     exit_code = exitcodes.INTEGRITY
 
 
-class BlockError(IntegrityError):
+class BlockError(core.ChunkError, IntegrityError):
     """A content block (or the header) failed to authenticate or is malformed."""
 
-    def __init__(self, block_no: int | None, reason: str, path: str | None = None):
-        self.block_no = block_no
-        self.reason = reason
-        self.path = path
-        super().__init__(self._message())
-
-    def _message(self) -> str:
-        where = "header" if self.block_no is None else f"block {self.block_no}"
-        of = f" of {self.path}" if self.path else ""
-        return f"{where}{of}: {self.reason} (the ciphertext is corrupt or was tampered with)"
-
-    def with_path(self, path: str) -> BlockError:
-        return BlockError(self.block_no, self.reason, path)
+    unit = "block"
+    subject = "the ciphertext"
 
 
 class BadNameError(IntegrityError):

@@ -7,10 +7,11 @@ import stat
 from dataclasses import dataclass, field
 
 from .content import HEADER_LEN, PLAIN_BS
+from .core.files import tree_bytes
+from .core.progress import bar
+from .core.text import show
 from .errors import BadNameError, BlockError
-from .fsutil import tree_bytes
-from .progress import bar
-from .tree import CipherTree, PlainFile, show
+from .tree import CipherTree, PlainFile
 
 CHUNK = 1 << 20
 

@@ -1,8 +1,9 @@
 """A mount-free, read-only model of a gocryptfs cipher directory.
 
 Paths are plaintext paths relative to the root, as bytes (b"" is the root, components
-joined with b"/"). Decrypt, fsck and the FUSE mount all go through this class; the FUSE
-layer only maps its exceptions to errno values.
+joined with b"/"). Decrypt, fsck and the FUSE mount all go through this class: it is the
+gocryptfs :class:`~cryptfs.core.source.MountSource`; the FUSE adapter only maps its
+exceptions to errno values.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from . import names as nm
 from .config import ConfFile, FsParams
 from .content import ContentCodec
+from .core.source import DirEntry, MountSource, OpenFile
+from .core.text import display, show
 from .cryptocore import AuthError, content_aead, eme_key
 from .errors import BadNameError, BlockError, CipherDirError, ConfigError, WrongPasswordError
-from .fsutil import OpenPlainFile
 from .names import BadName, NameCodec
 from .password import KeySource
 
@@ -36,28 +38,13 @@ class Problem:
         return f"{display(self.cipher_path)}: {self.reason}"
 
 
-def display(path: bytes) -> str:
-    """A path for messages and listings: one line, pure text, whatever bytes the name holds.
-
-    Invalid UTF-8 becomes \\xNN and control characters are escaped, so a name can neither
-    split a report line nor crash a strict-UTF-8 stdout.
-    """
-    text = path.decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-def show(rel: bytes) -> str:
-    """A plaintext path relative to the mount root, for messages."""
-    return "/" + display(rel)
-
-
-class CipherTree:
-    def __init__(self, cipherdir: str | bytes, params: FsParams, master_key: bytes):
+class CipherTree(MountSource):
+    def __init__(self, cipherdir: str | bytes, params: FsParams, master_key: bytes, block_path: str = "auto"):
         self.root = os.fsencode(os.path.abspath(os.fsdecode(cipherdir)))
         self.params = params
         key = None if params.plaintext_names else eme_key(master_key, params.hkdf)
         self.names = NameCodec(key, params.raw64, params.longnamemax)
-        self.content = ContentCodec(content_aead(params.content, master_key, params.hkdf))
+        self.content = ContentCodec(content_aead(params.content, master_key, params.hkdf), block_path)
         self._symlink_aead = self.content.aead
         self._diriv: dict[bytes, bytes] = {}
 
@@ -133,6 +120,21 @@ class CipherTree:
     def listdir(self, rel: bytes) -> list[Entry]:
         return self.scan(rel)[0]
 
+    def readdir(self, rel: bytes) -> list[DirEntry]:
+        """The entries the mount lists: those that decrypt and still exist, with type and inode."""
+        out = []
+        for e in self.listdir(rel):
+            try:
+                st = os.lstat(e.cipher_path)
+            except OSError:
+                continue
+            out.append(DirEntry(e.name, st.st_mode, st.st_ino))
+        return out
+
+    @property
+    def block_path(self) -> str:
+        return self.content.block_path
+
     # attributes and data ----------------------------------------------------
     def lstat(self, rel: bytes) -> os.stat_result:
         """The backing lstat with st_size replaced by the plaintext size."""
@@ -170,7 +172,7 @@ class CipherTree:
         return PlainFile(self, rel)
 
 
-class PlainFile(OpenPlainFile):
+class PlainFile(OpenFile):
     """An open regular file: the backing fd, its file ID and size, read at any offset."""
 
     def __init__(self, tree: CipherTree, rel: bytes):
@@ -209,21 +211,22 @@ def check_cipherdir(cipherdir: str) -> None:
         raise CipherDirError(f"{cipherdir}: not a directory")
 
 
-def open_tree(cipherdir: str, keys: KeySource, config: str | None = None) -> CipherTree:
+def open_tree(cipherdir: str, keys: KeySource, config: str | None = None,
+              block_path: str = "auto") -> CipherTree:
     """Load the config, get the key from ``keys`` and return the unlocked tree."""
     check_cipherdir(cipherdir)
     conf_path = conf_path_for(cipherdir, config)
     master_key = keys.master_key()
     if master_key is None:
         conf = ConfFile.load(conf_path)
-        return CipherTree(cipherdir, conf.params, conf.unlock(keys.password()))
+        return CipherTree(cipherdir, conf.params, conf.unlock(keys.password()), block_path)
     try:
         params = ConfFile.load(conf_path).params
     except ConfigError:
         if config or os.path.exists(conf_path):
             raise
         params = FsParams()  # no config: gocryptfs' -masterkey defaults
-    tree = CipherTree(cipherdir, params, master_key)
+    tree = CipherTree(cipherdir, params, master_key, block_path)
     probe_master_key(tree)
     return tree
 

@@ -7,11 +7,10 @@ import json
 import os
 import sys
 
-from cryptfs.argv import UsageParser, run_main
-from cryptfs.cli import add_mount_options, cmd_unmount, mount_config
-from cryptfs.errors import CryptfsError
-from cryptfs.hardening import protect_process
-from cryptfs.tree import display
+from cryptfs.core import options
+from cryptfs.core.argv import UsageParser, run_main
+from cryptfs.core.hardening import protect_process
+from cryptfs.core.text import display
 
 from . import __version__, exitcodes
 from . import keys as keymod
@@ -92,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("package", metavar="DIR")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     _unlock_args(p)
-    add_mount_options(p)
+    options.add_arguments(p)
 
     p = sub.add_parser("unmount", help="unmount a sam (or any FUSE) mount")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
@@ -165,7 +164,7 @@ def cmd_info(args) -> int:
     return exitcodes.OK
 
 
-def _unlock(args, block_path: str | None = None):
+def _unlock(args, block_path: str = "auto"):
     """Open the package, check the pinned digest, then authenticate the manifest with the key."""
     # an empty --expect-digest (an unset shell variable) is refused, never taken as "no pin"
     expected = check_digest_syntax(args.expect_digest) if args.expect_digest is not None else None
@@ -179,7 +178,7 @@ def _unlock(args, block_path: str | None = None):
 
 
 def cmd_verify(args) -> int:
-    from cryptfs.progress import bar
+    from cryptfs.core.progress import bar
 
     pkg = _unlock(args)
     with bar(pkg.manifest.total_size(), "verifying", _progress(args)) as pbar:
@@ -207,16 +206,23 @@ def cmd_unpack(args) -> int:
 
 
 def cmd_mount(args) -> int:
-    from cryptfs.mount import check_mountpoint, mount
+    from cryptfs.core.mount import check_mountpoint, mount
 
     from .source import PackageSource
 
-    cfg = mount_config(args, args.package, subtype="sam")
-    check_mountpoint(cfg)  # before reading the key
+    opts = options.MountOptions.from_args(args, args.package, subtype="sam")
+    check_mountpoint(opts)  # before reading the key
     protect_process()  # the daemon holds the key for as long as it runs
-    pkg = _unlock(args)
+    pkg = _unlock(args, opts.block_path)
     pkg.check_files()  # every file present, with its size and ID, before the mount appears
-    return mount(PackageSource(pkg), cfg)
+    return mount(PackageSource(pkg), opts)
+
+
+def cmd_unmount(args) -> int:
+    from cryptfs.core.mount import unmount
+
+    unmount(args.mountpoint)
+    return exitcodes.OK
 
 
 COMMANDS = {"pack": cmd_pack, "info": cmd_info, "verify": cmd_verify, "unpack": cmd_unpack,
@@ -224,8 +230,7 @@ COMMANDS = {"pack": cmd_pack, "info": cmd_info, "verify": cmd_verify, "unpack": 
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main("sam", build_parser(), COMMANDS, argv, CryptfsError, exitcodes,
-                    "; nothing partial was left behind")
+    return run_main("sam", build_parser(), COMMANDS, argv, "; nothing partial was left behind")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
-from cryptfs.tree import display
+from cryptfs.core.text import display
 
 from .errors import ManifestError, UsageError
 from .keys import WRAPPED_LEN, KdfParams, _hex, check_key_id

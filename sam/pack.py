@@ -18,11 +18,12 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from cryptfs.progress import bar
+from cryptfs.core.files import is_inside
+from cryptfs.core.progress import bar
 
 from . import __version__
 from . import keys as keymod
-from .content import ChunkCodec, header
+from .content import PackageCodec, header
 from .errors import OutputError, PackageError
 from .manifest import CHUNK_SIZE, ID_LEN, MANIFEST_MAX, META_DIR, FileEntry, Manifest, digest, meta_paths
 
@@ -135,15 +136,13 @@ def check_output(out_dir: str, model_dir: str) -> None:
         raise OutputError(f"output parent directory {parent} {what}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output parent directory {parent} is not writable")
-    real_model = os.path.realpath(model_dir)
-    real_out = os.path.realpath(out_dir)
-    if real_out == real_model or real_out.startswith(real_model + os.sep):
+    if is_inside(out_dir, model_dir):
         raise OutputError(f"the package {out_dir} would be inside MODEL_DIR: choose another --out")
 
 
 def pack(model_dir: str, key: bytes, key_id: str, parent: str | None = None,
          scrypt_logn: int = keymod.SCRYPT_LOGN_DEFAULT, threads: int | None = None,
-         progress: bool | None = None, block_path: str | None = None,
+         progress: bool | None = None, block_path: str = "auto",
          follow_symlinks: bool = True) -> PackResult:
     keymod.check_key(key)
     keymod.check_key_id(key_id)
@@ -157,7 +156,7 @@ def pack(model_dir: str, key: bytes, key_id: str, parent: str | None = None,
     master = keymod.new_master_key()
     keys = keymod.package_keys(master, key_id)
     kek = _Background(keymod.derive_kek, key, key_id, kdf)  # scrypt runs while we seal
-    codec = ChunkCodec(keys.content, package_id, CHUNK_SIZE, block_path)
+    codec = PackageCodec(keys.content, package_id, CHUNK_SIZE, block_path)
     work = os.path.join(os.path.dirname(os.path.abspath(out_dir)),
                         f".{key_id}.partial-{os.urandom(4).hex()}")
     os.mkdir(work, 0o755)
@@ -219,7 +218,7 @@ def _nonzero_id() -> bytes:
             return value
 
 
-def _create_files(work: str, sources: list[Source], codec: ChunkCodec) -> list[FileEntry]:
+def _create_files(work: str, sources: list[Source], codec: PackageCodec) -> list[FileEntry]:
     """Make every directory and file with its header; the chunks are written by _seal_all."""
     entries = []
     for src in sources:
@@ -241,7 +240,7 @@ class _Buffers(threading.local):
     sealed: bytearray | None = None
 
 
-def _seal_all(sources, entries, work, codec: ChunkCodec, threads, progress) -> None:
+def _seal_all(sources, entries, work, codec: PackageCodec, threads, progress) -> None:
     span = SPAN_CHUNKS * codec.chunk_size
     bufs = _Buffers()
     # one writer per file at a time: concurrent pwrite()s to one ext4 file serialise on the

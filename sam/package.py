@@ -15,10 +15,11 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptfs.fsutil import OpenPlainFile
+from cryptfs.core.files import read_small_regular
+from cryptfs.core.source import OpenFile
 
 from . import keys as keymod
-from .content import MAGIC, ChunkCodec
+from .content import MAGIC, PackageCodec
 from .errors import ChunkError, DigestMismatch, IntegrityError, ManifestError, PackageError, WrongKeyError
 from .manifest import HEADER_LEN, MANIFEST_MAX, META_DIR, FileEntry, Manifest, digest, meta_paths, shown
 
@@ -59,7 +60,7 @@ class Package:
             raise DigestMismatch(f"package digest {self.digest} is not the expected {expected}: this is "
                                  "another (possibly older) package; refusing to use it")
 
-    def unlock(self, key: bytes, block_path: str | None = None) -> UnlockedPackage:
+    def unlock(self, key: bytes, block_path: str = "auto") -> UnlockedPackage:
         m = self.manifest
         kek = keymod.derive_kek(key, m.key_id, m.kdf)
         if not hmac.compare_digest(kek.check, m.key_check):
@@ -70,31 +71,27 @@ class Package:
         if keys is None or not hmac.compare_digest(keymod.mac(keys, self.manifest_raw), self.mac_value):
             raise IntegrityError(f"{META_DIR}/manifest.json of {self.root} fails authentication: the "
                                  "manifest was tampered with; do not use this package")
-        codec = ChunkCodec(keys.content, m.package_id, m.chunk_size, block_path)
+        codec = PackageCodec(keys.content, m.package_id, m.chunk_size, block_path)
         return UnlockedPackage(self, codec)
 
 
 def _read_small(path: str, limit: int, root: str) -> bytes:
     """A small regular file (never blocks on a FIFO, never follows a symlink)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ManifestError(f"{path} is not a regular file: the package is damaged")
-            data = os.read(fd, limit + 1)
-        finally:
-            os.close(fd)
+        data = read_small_regular(path, limit)
     except FileNotFoundError:
         raise ManifestError(f"{root} is not a sam package: {os.path.relpath(path, root)} is missing "
                             "(pack a model with 'python -m sam pack')") from None
     except OSError as e:
+        if e.errno == errno.EINVAL:
+            raise ManifestError(f"{path} is not a regular file: the package is damaged") from None
         raise ManifestError(f"cannot read {path}: {e.strerror}") from None
     if len(data) > limit:
         raise ManifestError(f"{path} is larger than {limit} bytes: not a sam manifest")
     return data
 
 
-class PlainFile(OpenPlainFile):
+class PlainFile(OpenFile):
     """One open file of an unlocked package: header and size checked against the manifest."""
 
     def __init__(self, pkg: UnlockedPackage, entry: FileEntry):
@@ -133,7 +130,7 @@ class IoProblem(str):
 class UnlockedPackage:
     """An authenticated manifest and the content key: everything a reader needs."""
 
-    def __init__(self, package: Package, codec: ChunkCodec):
+    def __init__(self, package: Package, codec: PackageCodec):
         self.package = package
         self.root = package.root
         self.manifest = package.manifest

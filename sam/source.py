@@ -1,7 +1,7 @@
 """The mount's view of an unlocked package: exactly the manifest's tree, nothing else.
 
-This is the MountSource the shared read-only FUSE adapter (cryptfs.fuse_ops) serves; files on
-disk that the manifest does not list are never visible, and every read authenticates.
+This is the :class:`~cryptfs.core.source.MountSource` the shared read-only FUSE adapter serves;
+files on disk that the manifest does not list are never visible, and every read authenticates.
 """
 
 from __future__ import annotations
@@ -9,22 +9,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+
+from cryptfs.core.source import DirEntry, MountSource
 
 from .package import PlainFile, UnlockedPackage
 
 
-@dataclass(frozen=True)
-class Entry:
-    name: bytes
-    cipher_path: str
-
-
-class PackageSource:
+class PackageSource(MountSource):
     def __init__(self, pkg: UnlockedPackage):
         self.pkg = pkg
         self.root = pkg.root
-        self.content = pkg.codec  # the mount logs content.block_path
         dirs = pkg.manifest.dirs()
         self._children: dict[str, list[str]] = {d: [] for d in dirs | {""}}
         for path in [*dirs, *pkg.by_path]:
@@ -32,6 +26,10 @@ class PackageSource:
             self._children[parent].append(name)
         for names in self._children.values():
             names.sort(key=lambda n: n.encode())
+
+    @property
+    def block_path(self) -> str:
+        return self.pkg.codec.block_path
 
     @staticmethod
     def _key(rel: bytes) -> str:
@@ -50,13 +48,21 @@ class PackageSource:
             return _with(st, mode, st.st_size)
         return _with(st, stat.S_IFREG | entry.mode, entry.size)
 
-    def listdir(self, rel: bytes) -> list[Entry]:
+    def readdir(self, rel: bytes) -> list[DirEntry]:
+        """The manifest's entries of a directory that exist on disk, with type and inode."""
         key = self._key(rel)
         names = self._children.get(key)
         if names is None:
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", key)
         base = self.pkg.cipher_path(key) if key else self.root
-        return [Entry(n.encode("utf-8", "surrogateescape"), os.path.join(base, n)) for n in names]
+        out = []
+        for n in names:
+            try:
+                st = os.lstat(os.path.join(base, n))
+            except OSError:
+                continue
+            out.append(DirEntry(n.encode("utf-8", "surrogateescape"), st.st_mode, st.st_ino))
+        return out
 
     def readlink(self, rel: bytes) -> bytes:
         raise OSError(errno.EINVAL, "a package holds no symlinks", self._key(rel))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from cryptfs.fsutil import prepare_empty_dir, remove_created
-from cryptfs.progress import bar
+from cryptfs.core.files import is_inside, prepare_empty_dir, remove_created
+from cryptfs.core.progress import bar
 
 from .errors import OutputError
 from .package import PlainFile, UnlockedPackage
@@ -19,8 +19,7 @@ BUF = 4 << 20
 
 def unpack(pkg: UnlockedPackage, out_dir: str, progress: bool | None = None) -> int:
     """Return the plaintext bytes written; on any failure remove what this run wrote."""
-    real_out, real_pkg = os.path.realpath(out_dir), os.path.realpath(pkg.root)
-    if real_out == real_pkg or real_out.startswith(real_pkg + os.sep):
+    if is_inside(out_dir, pkg.root):
         raise OutputError(f"{out_dir} is inside the package: the plaintext would sit beside the "
                           "ciphertext (and be uploaded with it); choose another directory")
     created = prepare_empty_dir(out_dir, OutputError, "output directory")

@@ -14,7 +14,7 @@ Quote generation follows shared/specs/tdx-quote.md §3.1 and guest-components:
    whole sequence retried with a new entry, :data:`TSM_ATTEMPTS` times in all;
 6. ``rmdir`` the entry, always (in ``finally``).
 
-Before it is returned, the quote goes through :func:`agent.tdx.quote.check_quote`: TEE type
+Before it is returned, the quote goes through :func:`agent.tdx.check_quote`: TEE type
 TDX, REPORTDATA equal to what was written, no debug TD attribute unless ``allow_debug``.
 
 Evidence (shared/specs/kbs-protocol.md §4.3)::

@@ -10,12 +10,13 @@ import os
 
 import pytest
 
-from cryptfs import content, cryptocore
+from cryptfs import cryptocore
 from cryptfs.content import HEADER_LEN, PLAIN_BS, ContentCodec, new_header
+from cryptfs.core import chunks
 from cryptfs.errors import BlockError
 
-pytestmark = pytest.mark.skipif(not content.c_block_path_available(),
-                                reason="C block path (cryptfs._blocks) not built")
+pytestmark = pytest.mark.skipif(not chunks.c_available(),
+                                reason="C block path (cryptfs.core._blocks) not built")
 
 KEY = bytes(range(32))
 EDGES = sorted({0, 1, 17, 18, 19, 4095, 4096, 4097, 8191, 8192, 8193, 3 * 4096 - 1, 3 * 4096,

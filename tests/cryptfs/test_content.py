@@ -12,20 +12,21 @@ import random
 
 import pytest
 
-from cryptfs import content, cryptocore, exitcodes
+from cryptfs import cryptocore, exitcodes
 from cryptfs.content import HEADER_LEN, PLAIN_BS, ContentCodec, block_aad, new_header, parse_header
+from cryptfs.core import chunks
 from cryptfs.errors import BlockError, CryptfsError, IntegrityError
 from tests.support import EXAMPLES
 
 MASTER = bytes(range(32))
 GCM, SIV, XCHACHA = cryptocore.GCM, cryptocore.SIV, cryptocore.XCHACHA
 
-_C_BUILT = content.c_block_path_available()
+_C_BUILT = chunks.c_available()
 
 CODEC_PARAMS = [
     pytest.param((GCM, "python"), id="gcm-python"),
     pytest.param((GCM, "c"), id="gcm-c",
-                 marks=pytest.mark.skipif(not _C_BUILT, reason="C block path (cryptfs._blocks) not built")),
+                 marks=pytest.mark.skipif(not _C_BUILT, reason="C block path not built")),
     pytest.param((SIV, "python"), id="siv"),
     pytest.param((XCHACHA, "python"), id="xchacha"),
 ]

@@ -50,7 +50,6 @@ REFUSED_EXAMPLES = ["v0.4", "v0.5", "v0.6", "v0.6-plaintextnames"]
 MASTER_KEYS = {k: EXAMPLE_MASTER_KEYS[k] for k in ("v1.3", "v2.2-deterministic-names", "v2.2-xchacha",
                                                   "v2.2-xchacha-deterministic-names", "v1.1-aessiv")}
 LONGNAME_255 = os.fsencode("longname_255_" + "x" * 242)
-BLOCK_PATH_ENV = "CRYPTFS_BLOCK_PATH"  # auto (C for AES-GCM where built) | python
 
 
 # helpers -------------------------------------------------------------------------------------
@@ -182,10 +181,10 @@ def test_gocryptfs_tree_setup_is_meaningful(gocryptfs_tree, sample):
 
 
 @pytest.mark.parametrize("block_path", ["auto", "python"])
-def test_decrypt_gocryptfs_tree(gocryptfs_tree, sample, tmp_path, monkeypatch, block_path):
-    monkeypatch.setenv(BLOCK_PATH_ENV, block_path)  # the C block path (where built) and the Python one
-    out = tmp_path / "out"
-    r = run_cli("decrypt", "--passfile", PASSWORD_FILE, gocryptfs_tree["cipher"], out)
+def test_decrypt_gocryptfs_tree(gocryptfs_tree, sample, tmp_path, block_path):
+    out = tmp_path / "out"  # the C block path (where built) and the Python one
+    r = run_cli("decrypt", "--passfile", PASSWORD_FILE, "--block-path", block_path,
+                gocryptfs_tree["cipher"], out)
     assert r.returncode == 0, r.stderr
     assert b"warning" not in r.stderr
     got = snapshot(out)
@@ -320,7 +319,7 @@ def test_old_example_refused(name, tmp_path):
 @pytest.mark.parametrize("name", REFUSED_EXAMPLES)
 def test_old_example_refused_by_gocryptfs_too(oracle, name, tmp_path):
     cipher, mnt = copy_example(name, tmp_path), tmp_path / "mnt"
-    with pytest.raises((subprocess.CalledProcessError, RuntimeError)):  # tests.support.Oracle.mount: "mount failed"
+    with pytest.raises((subprocess.CalledProcessError, RuntimeError)):  # Oracle.mount: "mount failed"
         with oracle.mount(cipher, mnt, PASSWORD_FILE, "-ro"):
             pass
 
@@ -418,7 +417,7 @@ def gocryptfs_victim(oracle, tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", sorted(TAMPER))
-def test_tampering_agrees_with_gocryptfs(oracle, gocryptfs_victim, tmp_path, monkeypatch, kind):
+def test_tampering_agrees_with_gocryptfs(oracle, gocryptfs_victim, tmp_path, kind):
     plain, src = gocryptfs_victim
     cipher = tmp_path / "cipher"
     shutil.copytree(src, cipher, symlinks=True)
@@ -436,12 +435,12 @@ def test_tampering_agrees_with_gocryptfs(oracle, gocryptfs_victim, tmp_path, mon
             theirs = None
     assert (theirs is None) == (kind in READ_FAILS)
     for block_path in ("auto", "python"):
-        monkeypatch.setenv(BLOCK_PATH_ENV, block_path)
-        _check_decrypt_agrees(kind, plain, cipher, tmp_path / f"out-{block_path}", theirs)
+        _check_decrypt_agrees(kind, plain, cipher, tmp_path / f"out-{block_path}", theirs, block_path)
 
 
-def _check_decrypt_agrees(kind: str, plain: Path, cipher: Path, out: Path, theirs: bytes | None) -> None:
-    r = run_cli("decrypt", "--passfile", PASSWORD_FILE, cipher, out)
+def _check_decrypt_agrees(kind: str, plain: Path, cipher: Path, out: Path, theirs: bytes | None,
+                          block_path: str) -> None:
+    r = run_cli("decrypt", "--passfile", PASSWORD_FILE, "--block-path", block_path, cipher, out)
     if theirs is None:
         assert r.returncode == exitcodes.INTEGRITY, (kind, r.stderr)
         assert b"victim.bin" in r.stderr

@@ -261,7 +261,7 @@ def test_default_block_path_logged(world, mounted):
 def test_python_block_path_serves_identical_bytes(world, tmp_path):
     log = tmp_path / "mount.log"
     with sam_mount(world["pkg"], tmp_path / "m", world["key_file"], "--log", str(log),
-                   env={"CRYPTFS_BLOCK_PATH": "python"}) as m:
+                   "--block-path", "python") as m:
         files, _ = served_tree(m)
         assert {rel: h for rel, (h, _, _) in files.items()} == \
             {rel: sha(data) for rel, data in world["contents"].items()}
@@ -368,8 +368,8 @@ def test_expect_digest_of_another_package_is_refused(world, tmp_path):
 def test_flipped_byte_after_mounting_gives_eio_for_that_chunk_only(world, pkg_copy, tmp_path, block_path):
     data = world["contents"][BIG]
     log = tmp_path / "mount.log"
-    env = {} if block_path == "default" else {"CRYPTFS_BLOCK_PATH": block_path}
-    with sam_mount(pkg_copy, tmp_path / "m", world["key_file"], "--log", str(log), env=env) as m:
+    flags = () if block_path == "default" else ("--block-path", block_path)
+    with sam_mount(pkg_copy, tmp_path / "m", world["key_file"], "--log", str(log), *flags) as m:
         flip(pkg_copy / BIG, HEADER_LEN + 2 * CIPHER_CHUNK + 100)  # inside chunk 2, after the mount checks
         fd = os.open(m / BIG, os.O_RDONLY)
         try:

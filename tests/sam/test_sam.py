@@ -27,7 +27,7 @@ import sam.pack as sampack
 from sam import exitcodes
 from sam import keys as keymod
 from sam.cli import ARGV_KEY_WARNING, main
-from sam.content import MAGIC, ChunkCodec
+from sam.content import MAGIC, PackageCodec
 from sam.errors import (
     ChunkError,
     DigestMismatch,
@@ -56,11 +56,11 @@ BLOCK_PATHS = ["python", "c"]
 def need_c() -> None:
     """Skip unless the C block path is built; CRYPTFS_REQUIRE_C=1 turns the skip into a failure."""
     try:
-        from cryptfs import _blocks  # noqa: F401
+        from cryptfs.core import _blocks  # noqa: F401
     except ImportError:
         if os.environ.get("CRYPTFS_REQUIRE_C") == "1":
-            pytest.fail("CRYPTFS_REQUIRE_C=1 but cryptfs._blocks is not importable")
-        pytest.skip("C block path (cryptfs._blocks) not built")
+            pytest.fail("CRYPTFS_REQUIRE_C=1 but cryptfs.core._blocks is not importable")
+        pytest.skip("C block path (cryptfs.core._blocks) not built")
 
 
 @pytest.fixture(params=BLOCK_PATHS)
@@ -779,7 +779,7 @@ def edges(size: int) -> list[int]:
     return sorted(p for p in points if p >= 0)
 
 
-def outcome(codec: ChunkCodec, fd: int, file_id: bytes, size: int, off: int, ln: int):
+def outcome(codec: PackageCodec, fd: int, file_id: bytes, size: int, off: int, ln: int):
     buf = bytearray(ln)
     try:
         n = codec.read_into(fd, file_id, size, off, memoryview(buf))
@@ -1075,14 +1075,14 @@ def test_interrupted_pack_leaves_nothing_behind(tmp_path, capsys, monkeypatch, w
         calls = itertools.count()
         seen = []
 
-        class Failing(ChunkCodec):
+        class Failing(PackageCodec):
             def seal_into(self, *args):
                 if next(calls) == 3:
                     seen.append(os.listdir(parent))  # the hidden work directory exists now
                     raise KeyboardInterrupt
                 return super().seal_into(*args)
 
-        monkeypatch.setattr(sampack, "ChunkCodec", Failing)
+        monkeypatch.setattr(sampack, "PackageCodec", Failing)
         rc = cli("pack", model, "key!", KEY_ID, "--out", parent, "--scryptn", LOGN, "-q")
         assert rc == exitcodes.INTERRUPTED
         assert "interrupted" in capsys.readouterr().err

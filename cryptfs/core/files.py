@@ -1,4 +1,5 @@
-"""Small filesystem helpers shared by the encrypt and decrypt writers."""
+"""Filesystem helpers shared by every writer and reader: output directories, containment, small
+metadata files that must never block."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shutil
 import stat
 from dataclasses import dataclass
 
-from .errors import CryptfsError
+from .errors import Failure
 
 
 @dataclass
@@ -22,7 +23,7 @@ class TreeStats:
     hidden: int = 0  # undecryptable names skipped
 
 
-def prepare_empty_dir(path: str, error: type[CryptfsError], what: str) -> bool:
+def prepare_empty_dir(path: str, error: type[Failure], what: str) -> bool:
     """Make sure ``path`` is an empty directory; return True if we created it."""
     if os.path.lexists(path):
         if not os.path.isdir(path):
@@ -79,8 +80,9 @@ def set_times_and_mode(path: str | bytes, st: os.stat_result, is_link: bool = Fa
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=not is_link)
 
 
-def is_inside(child: str, parent: str) -> bool:
-    child, parent = os.path.realpath(child), os.path.realpath(parent)
+def is_inside(child: str | bytes, parent: str | bytes) -> bool:
+    """Whether ``child`` is ``parent`` or below it, symlinks resolved (the one containment test)."""
+    child, parent = os.path.realpath(os.fsdecode(child)), os.path.realpath(os.fsdecode(parent))
     return child == parent or child.startswith(parent.rstrip("/") + "/")
 
 
@@ -96,31 +98,24 @@ def tree_bytes(top: str) -> int:
     return total
 
 
-class OpenPlainFile:
-    """What every open file of a mount source shares: an fd, a plaintext size, read and close.
+def read_small_regular(path: str | bytes, limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes of a regular file; never blocks, never follows a final symlink.
 
-    Subclasses provide ``read_into(plain_off, out)``; this is the OpenFile the FUSE adapter uses.
+    Metadata files (a config, a manifest, a dir IV) come from storage an attacker may control:
+    a FIFO there would block an open() forever, a device would read without end. Raises
+    OSError (ENOENT, ELOOP for a symlink, EINVAL "not a regular file") for the caller to word.
     """
-
-    fd: int = -1
-    plain_size: int = 0
-
-    def read_into(self, plain_off: int, out: memoryview) -> int:
-        raise NotImplementedError
-
-    def read(self, plain_off: int, size: int) -> bytes:
-        buf = bytearray(max(0, size))
-        n = self.read_into(plain_off, memoryview(buf))
-        del buf[n:]
-        return bytes(buf)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(22, "not a regular file", os.fsdecode(path))
+        chunks, left = [], limit + 1
+        while left > 0:
+            data = os.read(fd, left)
+            if not data:
+                break
+            chunks.append(data)
+            left -= len(data)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

@@ -1,14 +1,23 @@
-"""gocryptfs accepts every long flag with one or two dashes; so do we."""
+"""Command-line plumbing of every package: one- or two-dash long flags, the one top-level handler.
+
+gocryptfs accepts every long flag with one or two dashes; so do we.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+
+from . import exitcodes
+from .errors import Failure, UsageError
+from .text import display
 
 
 class UsageParser(argparse.ArgumentParser):
     """argparse whose usage errors raise ``usage_error`` for the one top-level handler."""
 
-    usage_error: type[Exception] = Exception
+    usage_error: type[Exception] = UsageError
 
     def error(self, message: str):
         raise self.usage_error(f"{message}\n{self.format_usage().strip()}")
@@ -51,29 +60,25 @@ def normalize(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
 
 
 def run_main(prog: str, parser: argparse.ArgumentParser, commands: dict, argv: list[str] | None,
-             error_cls: type[Exception], codes, interrupted_note: str = "") -> int:
+             interrupted_note: str = "") -> int:
     """The one top-level handler of a command line: dispatch, then map every failure to a code.
 
-    ``error_cls`` instances carry ``exit_code``; ``codes`` is the package's exitcodes module.
+    Every project failure is a :class:`~cryptfs.core.errors.Failure` carrying its ``exit_code``;
+    an OSError nobody worded is printed with its (escaped) file name and exits 1.
     """
-    import os
-    import sys
-
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(normalize(argv, parser))
         return commands[args.command](args)
-    except error_cls as e:
+    except Failure as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted{interrupted_note}", file=sys.stderr)
-        return codes.INTERRUPTED
+        return exitcodes.INTERRUPTED
     except BrokenPipeError:
-        return codes.ERROR
+        return exitcodes.ERROR
     except OSError as e:
-        from .tree import display
-
         name = f"{display(os.fsencode(e.filename))}: " if e.filename else ""
         print(f"{prog}: error: {name}{e.strerror or e}", file=sys.stderr)
-        return codes.ERROR
+        return exitcodes.ERROR

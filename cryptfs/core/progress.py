@@ -31,5 +31,5 @@ def bar(total: int, desc: str, enabled: bool | None = None):
                 file=sys.stderr, leave=False)
 
 
-def warn(message: str) -> None:
-    print(f"cryptfs: warning: {message}", file=sys.stderr)
+def warn(message: str, prog: str = "cryptfs") -> None:
+    print(f"{prog}: warning: {message}", file=sys.stderr)

@@ -1,9 +1,9 @@
-"""``cryptfs mount``: serve a cipher directory read-only through FUSE (libfuse3 via mfusepy).
+"""The mount life cycle: serve a MountSource read-only through FUSE (libfuse3, mfusepy).
 
-Daemonizes like gocryptfs: the command returns once the mount is ready (exit 0) or with a
-clear error and a non-zero code. The daemon logs to syslog or ``--log FILE``; ``-fg`` stays
-in the foreground and logs to stderr. SIGINT/SIGTERM unmount cleanly; so does
-``fusermount3 -u`` or ``python -m cryptfs unmount``.
+``cryptfs mount`` and ``sam mount`` both end here. Daemonizes like gocryptfs: the command
+returns once the mount is ready (exit 0) or with a clear error and a non-zero code. The
+daemon logs to syslog or ``--log FILE``; ``-fg`` stays in the foreground and logs to stderr.
+SIGINT/SIGTERM unmount cleanly; so does ``fusermount3 -u`` or ``python -m cryptfs unmount``.
 """
 
 from __future__ import annotations
@@ -15,30 +15,15 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 
-from .errors import CryptfsError, MountPointError, UsageError
-from .fuse_ops import MountOptions, build_operations
+from . import chunks
+from .errors import MountPointError, UsageError
+from .fuse import ReadOnlyOps, fuse_class
 from .hardening import lock_memory
+from .options import MountOptions
+from .source import MountSource
 
 log = logging.getLogger("cryptfs.mount")
-
-READAHEAD_KB_DEFAULT = 2048  # measured in bench/: 1-4 MiB all help; see bench/README.md
-
-
-@dataclass
-class MountConfig:
-    cipherdir: str
-    mountpoint: str
-    foreground: bool = False
-    allow_other: bool = False
-    nonempty: bool = False
-    extra_options: list[str] = field(default_factory=list)
-    direct_io: bool = False
-    readahead_kb: int = READAHEAD_KB_DEFAULT
-    log_file: str | None = None
-    notify_fd: int | None = None
-    subtype: str = "cryptfs"  # shown as fuse.<subtype> in the mount table
 
 
 def load_mfusepy():
@@ -65,7 +50,7 @@ def mounted_paths() -> dict[str, str]:
     return out
 
 
-def check_mountpoint(cfg: MountConfig) -> str:
+def check_mountpoint(cfg: MountOptions) -> str:
     mp = os.path.realpath(cfg.mountpoint)
     if not os.path.exists(mp):
         raise MountPointError(f"mount point {cfg.mountpoint} does not exist: create it first")
@@ -77,7 +62,7 @@ def check_mountpoint(cfg: MountConfig) -> str:
     if not cfg.nonempty and os.listdir(mp):
         raise MountPointError(f"mount point {cfg.mountpoint} is not empty (use --nonempty to mount "
                               "over it anyway)")
-    if os.path.realpath(cfg.cipherdir) == mp:
+    if os.path.realpath(cfg.source_dir) == mp:
         raise MountPointError("the encrypted directory and MOUNTPOINT must differ")
     try:
         os.close(os.open("/dev/fuse", os.O_RDWR))
@@ -87,9 +72,9 @@ def check_mountpoint(cfg: MountConfig) -> str:
     return mp
 
 
-def fuse_options(cfg: MountConfig) -> dict:
+def fuse_options(cfg: MountOptions) -> dict:
     opts: dict = {"ro": True, "default_permissions": True, "subtype": cfg.subtype,
-                  "fsname": os.path.realpath(cfg.cipherdir).replace(",", "_")}
+                  "fsname": os.path.realpath(cfg.source_dir).replace(",", "_")}
     if cfg.allow_other:
         opts["allow_other"] = True
     for item in cfg.extra_options:
@@ -117,7 +102,7 @@ def set_readahead(mountpoint: str, kb: int) -> None:
                     "(reads will arrive in smaller requests)", path, e.strerror)
 
 
-def setup_logging(cfg: MountConfig, daemon: bool) -> None:
+def setup_logging(cfg: MountOptions, daemon: bool) -> None:
     root = logging.getLogger("cryptfs")
     root.setLevel(logging.INFO)
     root.handlers.clear()
@@ -138,7 +123,7 @@ def setup_logging(cfg: MountConfig, daemon: bool) -> None:
 class Readiness:
     """Runs once the kernel has the mount: readahead, detach stdio, tell whoever waits."""
 
-    def __init__(self, cfg: MountConfig, mountpoint: str, ready_pipe: int | None):
+    def __init__(self, cfg: MountOptions, mountpoint: str, ready_pipe: int | None):
         self.cfg = cfg
         self.mountpoint = mountpoint
         self.ready_pipe = ready_pipe
@@ -155,7 +140,7 @@ class Readiness:
             log.warning("mount point not answering yet: %s", e.strerror)
         if self.cfg.readahead_kb > 0:
             set_readahead(self.mountpoint, self.cfg.readahead_kb)
-        log.info("mounted %s on %s (read-only)", self.cfg.cipherdir, self.mountpoint)
+        log.info("mounted %s on %s (read-only)", self.cfg.source_dir, self.mountpoint)
         if self.ready_pipe is not None:
             detach_stdio()
             _write_line(self.ready_pipe, "ok")
@@ -178,18 +163,17 @@ def detach_stdio() -> None:
     os.close(devnull)
 
 
-def serve(source, cfg: MountConfig, mountpoint: str, ready_pipe: int | None) -> int:
+def serve(source: MountSource, cfg: MountOptions, mountpoint: str, ready_pipe: int | None) -> int:
     """Run the FUSE loop until unmounted; returns an exit code."""
     lock_memory()  # here, in the serving process: memory locks do not survive fork()
     mfusepy = load_mfusepy()
-    ops_cls, fuse_cls = build_operations(mfusepy)
-    ops = ops_cls(source, MountOptions(direct_io=cfg.direct_io),
-                  on_ready=Readiness(cfg, mountpoint, ready_pipe))
-    log.info("block path: %s", source.content.block_path)
-    if source.content.block_path != "c":
+    chunks.set_decrypt_threads(cfg.threads())
+    ops = ReadOnlyOps(source, cfg, on_ready=Readiness(cfg, mountpoint, ready_pipe))
+    log.info("block path: %s", source.block_path)
+    if source.block_path != "c":
         log.warning("the C block path is not active: decryption runs in Python and is slower")
     try:
-        fuse_cls(ops, mountpoint, raw_fi=True, foreground=True, **fuse_options(cfg))
+        fuse_class(mfusepy)(ops, mountpoint, raw_fi=True, foreground=True, **fuse_options(cfg))
     except RuntimeError as e:
         # libfuse 3 returns non-zero (8) when SIGINT/SIGTERM/SIGHUP ended the loop; if it
         # unmounted, that is the clean shutdown we asked for.
@@ -201,8 +185,8 @@ def serve(source, cfg: MountConfig, mountpoint: str, ready_pipe: int | None) -> 
     return 0
 
 
-def mount(source, cfg: MountConfig) -> int:
-    """Mount ``source`` (an unlocked tree); daemonize unless cfg.foreground."""
+def mount(source: MountSource, cfg: MountOptions) -> int:
+    """Mount ``source`` (unlocked); daemonize unless cfg.foreground."""
     mountpoint = check_mountpoint(cfg)
     fuse_options(cfg)  # usage errors before forking
     load_mfusepy()
@@ -227,14 +211,14 @@ def mount(source, cfg: MountConfig) -> int:
     return wait_ready(r, pid, cfg)
 
 
-def wait_ready(r: int, pid: int, cfg: MountConfig) -> int:
+def wait_ready(r: int, pid: int, cfg: MountOptions) -> int:
     with os.fdopen(r, "rb") as f:
         line = f.readline().decode(errors="replace").strip()
     if line == "ok":
         return 0
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
-    raise MountPointError(f"mounting {cfg.cipherdir} on {cfg.mountpoint} failed (daemon exit {code}); "
+    raise MountPointError(f"mounting {cfg.source_dir} on {cfg.mountpoint} failed (daemon exit {code}); "
                           "run with -fg to see libfuse's message")
 
 
@@ -252,5 +236,3 @@ def unmount(mountpoint: str, timeout: float = 10.0) -> None:
     while mp in mounted_paths() and time.monotonic() < deadline:
         time.sleep(0.02)
 
-
-__all__ = ["MountConfig", "mount", "unmount", "CryptfsError"]

@@ -1,5 +1,5 @@
 /*
- * cryptfs._blocks: the C block path.
+ * cryptfs.core._blocks: the C block path.
  *
  * One call per read request: pread the ciphertext span, authenticate and decrypt every
  * AES-256-GCM chunk with a reused per-thread EVP context, and write the plaintext
@@ -517,7 +517,7 @@ static PyMethodDef Decryptor_methods[] = {
 
 static PyTypeObject DecryptorType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "cryptfs._blocks.Decryptor",
+    .tp_name = "cryptfs.core._blocks.Decryptor",
     .tp_basicsize = sizeof(Decryptor),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "AES-256-GCM chunk decryptor for one key and one on-disk layout.",
@@ -549,7 +549,7 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "cryptfs._blocks",
+    PyModuleDef_HEAD_INIT, "cryptfs.core._blocks",
     "C block path: AES-256-GCM chunk decryption over OpenSSL EVP, GIL released.", -1,
     module_methods,
 };
@@ -558,7 +558,7 @@ PyMODINIT_FUNC PyInit__blocks(void) {
     if (PyType_Ready(&DecryptorType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
-    BlockError = PyErr_NewException("cryptfs._blocks.BlockError", PyExc_Exception, NULL);
+    BlockError = PyErr_NewException("cryptfs.core._blocks.BlockError", PyExc_Exception, NULL);
     Py_INCREF(&DecryptorType);
     if (!BlockError || PyModule_AddObject(m, "Decryptor", (PyObject *)&DecryptorType) < 0 ||
         PyModule_AddObject(m, "BlockError", BlockError) < 0 ||

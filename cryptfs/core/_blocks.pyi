@@ -1,4 +1,4 @@
-"""Type stub for the C block path (cryptfs/_blocks.c)."""
+"""Type stub for the C block path (cryptfs/core/_blocks.c), imported by cryptfs/core/chunks.py only."""
 
 OPENSSL_VERSION: str
 
