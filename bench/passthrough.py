@@ -2,7 +2,7 @@
 
 ``bench/run.py`` uses it as the ceiling for a decrypting mount on this machine: the same
 mfusepy/libfuse3 operations class, mount options, keep_cache, attribute timeouts and bdi
-readahead as ``python -m cryptfs mount`` (it goes through ``cryptfs.mount.mount``); only the
+readahead as ``python -m cryptfs mount`` (it goes through ``cryptfs.core.mount.mount``); only the
 source differs: a read is one ``preadv`` of the plaintext file straight into libfuse's buffer.
 
     python bench/passthrough.py PLAINDIR MOUNTPOINT [--readahead-kb KB] [--log FILE]
@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from types import SimpleNamespace
 
-from cryptfs.mount import READAHEAD_KB_DEFAULT, MountConfig, mount
-from cryptfs.tree import Entry
+from cryptfs.core.mount import mount
+from cryptfs.core.options import READAHEAD_KB_DEFAULT, MountOptions
+from cryptfs.core.source import DirEntry, MountSource, OpenFile
 
 
-class PlainOpenFile:
+class PlainOpenFile(OpenFile):
     def __init__(self, path: bytes):
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.plain_size = os.fstat(self.fd).st_size
@@ -36,16 +36,9 @@ class PlainOpenFile:
             done += n
         return done
 
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
-
-class PlainSource:
-    """A MountSource (see cryptfs.fuse_ops) that serves a plaintext directory unchanged."""
-
-    content = SimpleNamespace(block_path="none (passthrough)")  # logged by cryptfs.mount.serve
+class PlainSource(MountSource):
+    """A MountSource (cryptfs.core.source) that serves a plaintext directory unchanged."""
 
     def __init__(self, root: str):
         self.root = os.fsencode(os.path.abspath(root))
@@ -53,12 +46,23 @@ class PlainSource:
     def _path(self, rel: bytes) -> bytes:
         return os.path.join(self.root, rel) if rel else self.root
 
+    @property
+    def block_path(self) -> str:
+        return "none (passthrough)"  # logged by cryptfs.core.mount.serve
+
     def lstat(self, rel: bytes) -> os.stat_result:
         return os.lstat(self._path(rel))
 
-    def listdir(self, rel: bytes) -> list[Entry]:
+    def readdir(self, rel: bytes) -> list[DirEntry]:
         base = self._path(rel)
-        return [Entry(name, os.path.join(base, name)) for name in sorted(os.listdir(base))]
+        out = []
+        for name in sorted(os.listdir(base)):
+            try:
+                st = os.lstat(os.path.join(base, name))
+            except OSError:
+                continue
+            out.append(DirEntry(name, st.st_mode, st.st_ino))
+        return out
 
     def readlink(self, rel: bytes) -> bytes:
         return os.readlink(self._path(rel))
@@ -74,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readahead-kb", type=int, default=READAHEAD_KB_DEFAULT)
     p.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
     args = p.parse_args(argv)
-    cfg = MountConfig(cipherdir=args.plaindir, mountpoint=args.mountpoint,
-                      readahead_kb=args.readahead_kb, log_file=args.log)
+    cfg = MountOptions(source_dir=args.plaindir, mountpoint=args.mountpoint,
+                       readahead_kb=args.readahead_kb, log_file=args.log)
     return mount(PlainSource(args.plaindir), cfg)
 
 

@@ -3,7 +3,7 @@
     python bench/reqtrace.py CIPHERDIR PASSFILE [--readahead-kb KB] [--block-path c|python]
                              [--workload seq|mmap] [--plaindir DIR]
 
-Mounts CIPHERDIR with the cryptfs FUSE stack (``cryptfs.mount.mount``, daemonized) through a
+Mounts CIPHERDIR with the cryptfs FUSE stack (``cryptfs.core.mount.mount``, daemonized) through a
 wrapper that timestamps every ``read_into`` call (the per-request work: pread + decrypt
 straight into libfuse's buffer), runs one workload over every file at the root, unmounts and
 prints: request sizes, how many requests were in flight on average (sum of service times /
@@ -31,7 +31,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from passthrough import PlainSource  # noqa: E402
 from run import wl_mmap, wl_seq  # noqa: E402
 
-from cryptfs.mount import READAHEAD_KB_DEFAULT, MountConfig, mount  # noqa: E402
+from cryptfs.core.mount import mount  # noqa: E402
+from cryptfs.core.options import READAHEAD_KB_DEFAULT, MountOptions  # noqa: E402
+from cryptfs.core.source import DirEntry, MountSource, OpenFile  # noqa: E402
 from cryptfs.password import KeySource  # noqa: E402
 from cryptfs.tree import open_tree  # noqa: E402
 
@@ -51,7 +53,7 @@ def pin_thread_state() -> None:
         _pinned.done = True
 
 
-class TracedFile:
+class TracedFile(OpenFile):
     pin = False
 
     def __init__(self, inner, trace_path: str):
@@ -74,20 +76,32 @@ class TracedFile:
 
     def close(self) -> None:
         self.inner.close()
+        self.fd = -1
         with open(self.trace_path, "a") as f:
             for r in self.records:
                 f.write(json.dumps(r) + "\n")
 
 
-class TracedSource:
-    def __init__(self, inner, trace_path: str):
+class TracedSource(MountSource):
+    """Delegates to ``inner``; only open() wraps the file to time its reads."""
+
+    def __init__(self, inner: MountSource, trace_path: str):
         self.inner = inner
         self.trace_path = trace_path
         self.root = inner.root
-        self.content = inner.content
 
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
+    @property
+    def block_path(self) -> str:
+        return self.inner.block_path
+
+    def lstat(self, rel: bytes) -> os.stat_result:
+        return self.inner.lstat(rel)
+
+    def readdir(self, rel: bytes) -> list[DirEntry]:
+        return self.inner.readdir(rel)
+
+    def readlink(self, rel: bytes) -> bytes:
+        return self.inner.readlink(rel)
 
     def open(self, rel: bytes) -> TracedFile:
         return TracedFile(self.inner.open(rel), self.trace_path)
@@ -129,27 +143,24 @@ def main() -> int:
     p.add_argument("--workload", choices=("seq", "mmap"), default="seq")
     p.add_argument("--plaindir", help="serve this plaintext directory instead (no crypto)")
     p.add_argument("--threads", type=int, default=None,
-                   help="C block path workers besides the caller (cryptfs._blocks.set_threads)")
+                   help="C block path workers besides the caller (MountOptions.decrypt_threads; "
+                        "default: the mount's, 0 without --direct-io)")
     p.add_argument("--pin-tstate", action="store_true",
                    help="experiment: keep a Python thread state per libfuse thread (see pin_thread_state)")
     p.add_argument("--show-small", type=int, default=0, metavar="N",
                    help="print the first N requests smaller than 64 KiB (time order)")
     args = p.parse_args()
-    os.environ["CRYPTFS_BLOCK_PATH"] = args.block_path
     TracedFile.pin = args.pin_tstate
-    if args.threads is not None:
-        from cryptfs import _blocks
-
-        _blocks.set_threads(args.threads)  # inherited by the daemon (the pool starts there)
     work = tempfile.mkdtemp(prefix="cryptfs-reqtrace-", dir="/var/tmp")
     mnt, trace = os.path.join(work, "mnt"), os.path.join(work, "trace.jsonl")
     os.mkdir(mnt)
     if args.plaindir:
         source = PlainSource(args.plaindir)
     else:
-        source = open_tree(args.cipherdir, KeySource([args.passfile]))
-    cfg = MountConfig(cipherdir=args.plaindir or args.cipherdir, mountpoint=mnt,
-                      readahead_kb=args.readahead_kb, log_file=os.path.join(work, "log"))
+        source = open_tree(args.cipherdir, KeySource([args.passfile]), block_path=args.block_path)
+    cfg = MountOptions(source_dir=args.plaindir or args.cipherdir, mountpoint=mnt,
+                       readahead_kb=args.readahead_kb, log_file=os.path.join(work, "log"),
+                       block_path=args.block_path, decrypt_threads=args.threads)
     pid = os.fork()
     if pid == 0:  # mount() daemonizes; keep this process's own state out of it
         os._exit(mount(TracedSource(source, trace), cfg))

@@ -1,7 +1,8 @@
 """Read benchmark: ``cryptfs mount`` against real gocryptfs on a model-sized file.
 
     python bench/run.py [--size 1G] [--pairs 3] [--out bench/results] [--quick]
-                        [--workdir DIR] [--groups seq,mmap,par8,cold] [--keep]
+                        [--workdir DIR] [--groups seq,mmap,par8,cold] [--configs A,B,...]
+                        [--compare DIR] [--keep]
 
 What it does (needs root, fuse3, gocryptfs and openssl on PATH; see bench/README.md):
 
@@ -26,6 +27,10 @@ What it does (needs root, fuse3, gocryptfs and openssl on PATH; see bench/README
    - ``sam``: ``python -m sam mount PKG MNT --key-file F`` at its defaults, which are the
      cryptfs mount's (same FUSE adapter and C block path, 64 KiB chunks instead of 4 KiB
      blocks); its ratio to ``ours`` is the issue-6 target ("as fast as the cryptfs mount").
+   - ``--configs`` keeps only the named configs in every group (a reduced run).
+   - ``ours-alt`` (only with ``--compare DIR``): ``python -m cryptfs mount`` of another checkout
+     DIR (its ``DIR/.venv/bin/python`` if there is one, run in DIR), paired with ``ours`` in
+     the same rounds: a before/after of a change. It is verified (sha256) like ``ours``.
 4. In-process decryption (no FUSE) with the C block path (1 MiB and 16 MiB calls, also
    one thread), the Python path, and the Sam package's C path (1 MiB calls), each in a
    fresh subprocess, paired with ``openssl speed -evp aes-256-gcm -decrypt`` (one process,
@@ -90,7 +95,7 @@ class Config:
 
 
 def _ours_default_ra() -> int:
-    from cryptfs.mount import READAHEAD_KB_DEFAULT
+    from cryptfs.core.options import READAHEAD_KB_DEFAULT
 
     return READAHEAD_KB_DEFAULT
 
@@ -395,6 +400,9 @@ class MountManager:
         elif cfg.kind == "ours":
             cmd = [sys.executable, "-m", "cryptfs", "mount", "--passfile", env.passfile,
                    "--log", env.log_path(cfg), *cfg.flags, env.cipher, mp]
+        elif cfg.kind == "ours-alt":
+            cmd = [env.alt_python, "-m", "cryptfs", "mount", "--passfile", env.passfile,
+                   "--log", env.log_path(cfg), *cfg.flags, env.cipher, mp]
         elif cfg.kind == "sam":
             cmd = [sys.executable, "-m", "sam", "mount", "--key-file", env.sam_keyfile,
                    "--log", env.log_path(cfg), *cfg.flags, env.sam_pkg, mp]
@@ -403,7 +411,7 @@ class MountManager:
                    *cfg.flags, env.plain, mp]
         t0 = time.perf_counter()
         self.active[mp] = None  # registered first: a half-done mount is still cleaned up
-        run(cmd)
+        run(cmd, cwd=env.alt_dir if cfg.kind == "ours-alt" else None)
         deadline = time.monotonic() + 10
         while not mounted(mp):
             if time.monotonic() > deadline:
@@ -480,6 +488,12 @@ class Env:
         self.cipher_file = ""
         self.sam_keyfile = os.path.join(self.work, "sam-key")
         self.sam_pkg = os.path.join(self.work, "sam", SAM_KEY_ID)
+        self.alt_dir: str | None = None  # --compare: the other checkout
+
+    @property
+    def alt_python(self) -> str:
+        venv = os.path.join(self.alt_dir or "", ".venv", "bin", "python")
+        return venv if os.path.exists(venv) else sys.executable
 
     def log_path(self, cfg: Config) -> str:
         return os.path.join(self.logs, f"{cfg.name}.log")
@@ -563,11 +577,14 @@ def verify(env: Env, mounts: MountManager) -> dict:
     out = {}
     checks = [("ours", "read", wl_seq), ("ours", "mmap", wl_mmap), ("ours-py", "read", wl_seq),
               ("sam", "read", wl_seq), ("sam", "mmap", wl_mmap)]
+    if env.alt_dir:
+        checks += [("ours-alt", "read", wl_seq), ("ours-alt", "mmap", wl_mmap)]
     for name, how, fn in checks:
         env.warm()
         m = mounts.mount(CONFIGS[name])
         try:
-            if m.block_path is not None and name in ("ours", "sam") and not m.block_path.startswith("c"):
+            c_path = m.block_path is None or m.block_path.startswith("c")
+            if name in ("ours", "ours-alt", "sam") and not c_path:
                 raise RuntimeError(f"{name} mounted with block path {m.block_path!r}, expected c")
             h = hashlib.sha256()
             n = fn(m.file, h)
@@ -662,19 +679,38 @@ OPENSSL_VARIANTS = {
 }
 
 
+def add_compare(alt_dir: str) -> None:
+    """Register ``ours-alt`` (another checkout's cryptfs mount) next to ``ours`` in every group."""
+    CONFIGS["ours-alt"] = Config("ours-alt", f"cryptfs of {alt_dir} (--compare), defaults", "ours-alt")
+    for name, g in GROUPS.items():
+        if "ours" in g.configs and "ours-alt" not in g.configs:
+            i = g.configs.index("ours") + 1
+            GROUPS[name] = Group(g.name, g.workloads, (*g.configs[:i], "ours-alt", *g.configs[i:]))
+
+
+def keep_configs(names: list[str]) -> None:
+    """Reduce every group to the named configs (their order kept); drop groups left empty."""
+    for name, g in list(GROUPS.items()):
+        kept = tuple(c for c in g.configs if c in names)
+        if kept:
+            GROUPS[name] = Group(g.name, g.workloads, kept)
+        else:
+            del GROUPS[name]
+
+
 def inproc_worker(spec: dict) -> dict:
     """Runs in a fresh interpreter: decrypt the whole file with ContentCodec.read_into."""
-    from cryptfs import _blocks
     from cryptfs.content import ContentCodec
+    from cryptfs.core import chunks
     from cryptfs.password import KeySource
     from cryptfs.tree import open_tree
 
     if spec["threads"] is not None:
-        _blocks.set_threads(spec["threads"])  # before first use: the pool never shrinks
+        chunks.set_decrypt_threads(spec["threads"])  # before first use: the pool never shrinks
     if spec.get("format") == "sam":
         return inproc_worker_sam(spec)
-    tree = open_tree(spec["cipherdir"], KeySource([spec["passfile"]]))
-    codec = ContentCodec(tree.content.aead, block_path=spec["block_path"])
+    tree = open_tree(spec["cipherdir"], KeySource([spec["passfile"]]), block_path=spec["block_path"])
+    codec = ContentCodec(tree.content.aead, spec["block_path"])
     if codec.block_path != spec["block_path"]:
         raise RuntimeError(f"asked for block path {spec['block_path']}, got {codec.block_path}")
     fd = os.open(spec["cipher_file"], os.O_RDONLY)
@@ -699,7 +735,7 @@ def inproc_worker(spec: dict) -> dict:
 
 
 def inproc_worker_sam(spec: dict) -> dict:
-    """The Sam package's C path: PlainFile.read_into (ChunkCodec, 64 KiB chunks) over the file."""
+    """The Sam package's C path: PlainFile.read_into (PackageCodec, 64 KiB chunks) over the file."""
     from sam.keys import read_key_file
     from sam.package import Package
 
@@ -1057,12 +1093,9 @@ def machine_info() -> dict:
                 break
     info["libfuse"] = f"{real or lib}; {_cmd_out(['fusermount3', '-V'])}"
     info["openssl_cli"] = _cmd_out(["openssl", "version"])
-    try:
-        from cryptfs._blocks import OPENSSL_VERSION
+    from cryptfs.core import chunks
 
-        info["openssl_c_block_path"] = OPENSSL_VERSION
-    except ImportError:
-        info["openssl_c_block_path"] = "C block path not built"
+    info["openssl_c_block_path"] = chunks.openssl_version() or "C block path not built"
     try:
         from cryptography.hazmat.backends.openssl.backend import backend
 
@@ -1096,6 +1129,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 256 MiB, 1 pair, short openssl runs")
     p.add_argument("--groups", default=",".join(GROUPS),
                    help=f"FUSE workload groups to run (default {','.join(GROUPS)})")
+    p.add_argument("--configs", default=None,
+                   help="keep only these configs in every group (comma-separated; default all)")
+    p.add_argument("--compare", metavar="DIR", default=None,
+                   help="also mount another checkout's cryptfs (config ours-alt), paired with ours")
     p.add_argument("--skip-inprocess", action="store_true", help="no in-process/openssl measurements")
     p.add_argument("--skip-decrypt", action="store_true", help="no cryptfs decrypt vs cat measurement")
     p.add_argument("--keep", action="store_true", help="keep the work dir (for debugging)")
@@ -1108,6 +1145,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.groups.split(",")) - set(GROUPS)
     if unknown:
         p.error(f"unknown groups {sorted(unknown)}; choose from {','.join(GROUPS)}")
+    if args.compare:
+        args.compare = os.path.abspath(args.compare)
+        if not os.path.isdir(os.path.join(args.compare, "cryptfs")):
+            p.error(f"--compare {args.compare}: no cryptfs/ package there")
+        add_compare(args.compare)
+    if args.configs:
+        names = args.configs.split(",")
+        unknown = set(names) - set(CONFIGS)
+        if unknown:
+            p.error(f"unknown configs {sorted(unknown)}; choose from {','.join(CONFIGS)}")
+        keep_configs(names)
+        missing = [g for g in args.groups.split(",") if g not in GROUPS]
+        if missing:
+            p.error(f"groups {missing} have none of the configs {args.configs}")
     return args
 
 
@@ -1130,6 +1181,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     work = tempfile.mkdtemp(prefix="cryptfs-bench-", dir=args.workdir)
     env = Env(work, args.size)
+    env.alt_dir = args.compare
     mounts = MountManager(env)
     groups = [GROUPS[g] for g in args.groups.split(",")]
     res: dict = {"meta": {"argv": sys.argv[1:], "size_bytes": args.size, "pairs": args.pairs,
@@ -1140,6 +1192,10 @@ def main(argv: list[str] | None = None) -> int:
     log(f"work dir {work}")
     try:
         res["machine"] = machine_info()
+        if args.compare:
+            res["machine"]["compare"] = {
+                "dir": args.compare, "python": env.alt_python,
+                "commit": _cmd_out(["git", "-C", args.compare, "rev-parse", "--short", "HEAD"])}
         setup(env, mounts)
         res["verification"] = verify(env, mounts)
         fuse = fuse_rounds(env, mounts, groups, args.pairs)

@@ -3,9 +3,11 @@
     python bench/sam_chunk.py [--size 256M] [--rounds 5] [--chunks 4,16,64,256,1024]
                               [--dir /dev/shm] [--json bench/results/sam_chunk.json]
 
-For every chunk size (KiB) it builds a ``cryptfs._blocks.Decryptor`` with the Sam layout
-(header_len=24, nonce_len=12, zero_is_hole=False, last_flag=True, AAD = package ID | be64
-chunk | file ID | last) and measures, in process:
+For every chunk size (KiB) it builds a ``cryptfs.core.chunks.ChunkCodec`` on the C block path
+with the Sam layout (``sam.content.layout``: header_len=24, nonce_len=12, zero_is_hole=False,
+last_flag=True, AAD = package ID | be64 chunk | file ID | last), through ``sam.content.PackageCodec``
+with ``block_path="c"`` (the codec ``sam pack`` and ``sam mount`` call; only
+``cryptfs.core.chunks`` imports the C extension), and measures, in process:
 
 * ``seal_1t`` / ``seal_2t``: ``seal_into`` of ``--size`` random bytes from memory into memory,
   in spans of 64 chunks (what ``sam/pack.py`` hands each job), on one thread and on two
@@ -51,18 +53,21 @@ METRICS = ("seal_1t", "seal_2t", "read_128k", "read_1m", "rand_4k")
 UNITS = {"rand_4k": "reads/s"}
 
 
-def decryptor(cs: int):
-    from cryptfs import _blocks
+def codec(cs: int, pkg_id: bytes):
+    """The Sam package codec for chunk size ``cs`` on the C block path (raises if not built)."""
+    from sam.content import PackageCodec, layout
 
-    return _blocks.Decryptor(b"k" * 32, header_len=HEADER_LEN, plain_bs=cs, nonce_len=NONCE_LEN,
-                             zero_is_hole=False, last_flag=True)
+    lay = layout(cs)
+    if (lay.header_len, lay.nonce_len, lay.overhead) != (HEADER_LEN, NONCE_LEN, NONCE_LEN + TAG_LEN):
+        raise RuntimeError(f"the Sam layout changed: {lay}")
+    return PackageCodec(b"k" * 32, pkg_id, cs, block_path="c")
 
 
 def cipher_size(plain: int, cs: int) -> int:
     return HEADER_LEN + plain + (NONCE_LEN + TAG_LEN) * -(-plain // cs)
 
 
-def seal(d, plain: memoryview, out: bytearray, cs: int, threads: int, file_id: bytes, pkg_id: bytes) -> float:
+def seal(d, plain: memoryview, out: bytearray, cs: int, threads: int, file_id: bytes) -> float:
     """Seal ``plain`` into ``out`` (after the header) in spans of 64 chunks; returns seconds."""
     span = SPAN_CHUNKS * cs
     cspan = SPAN_CHUNKS * (cs + NONCE_LEN + TAG_LEN)
@@ -72,7 +77,7 @@ def seal(d, plain: memoryview, out: bytearray, cs: int, threads: int, file_id: b
     def job(i: int) -> int:
         lo = i * span
         dst = omv[HEADER_LEN + i * cspan: HEADER_LEN + (i + 1) * cspan]
-        return d.seal_into(plain[lo: lo + span], dst, i * SPAN_CHUNKS, size, file_id, pkg_id)
+        return d.seal_into(plain[lo: lo + span], i * SPAN_CHUNKS, size, file_id, dst)
 
     jobs = range(-(-size // span))
     t0 = time.perf_counter()
@@ -87,13 +92,13 @@ def seal(d, plain: memoryview, out: bytearray, cs: int, threads: int, file_id: b
     return dt
 
 
-def read_seq(d, fd: int, size: int, req: int, file_id: bytes, pkg_id: bytes, hasher=None) -> float:
+def read_seq(d, fd: int, size: int, req: int, file_id: bytes, hasher=None) -> float:
     buf = bytearray(req)
     view = memoryview(buf)
     off = 0
     t0 = time.perf_counter()
     while off < size:
-        n = d.read_into(fd, view, off, size, file_id, pkg_id)
+        n = d.read_into(fd, file_id, size, off, view)
         if n <= 0:
             raise RuntimeError(f"short read at {off}")
         if hasher is not None:
@@ -102,13 +107,13 @@ def read_seq(d, fd: int, size: int, req: int, file_id: bytes, pkg_id: bytes, has
     return time.perf_counter() - t0
 
 
-def read_random(d, fd: int, size: int, count: int, file_id: bytes, pkg_id: bytes, seed: int) -> float:
+def read_random(d, fd: int, size: int, count: int, file_id: bytes, seed: int) -> float:
     rng = random.Random(seed)
     offs = [rng.randrange(size // (4 * KiB)) * 4 * KiB for _ in range(count)]
     view = memoryview(bytearray(4 * KiB))
     t0 = time.perf_counter()
     for off in offs:
-        if d.read_into(fd, view, off, size, file_id, pkg_id) != 4 * KiB:
+        if d.read_into(fd, file_id, size, off, view) != 4 * KiB:
             raise RuntimeError(f"short random read at {off}")
     return time.perf_counter() - t0
 
@@ -131,23 +136,23 @@ def one_sample(cs: int, plain: memoryview, work: str, args, file_id: bytes, pkg_
                want_sha: str | None) -> dict:
     """Every metric for one chunk size; with ``want_sha``, first check a full read against it."""
     size = len(plain)
-    d = decryptor(cs)
+    d = codec(cs, pkg_id)
     out = bytearray(cipher_size(size, cs))
     out[:HEADER_LEN] = b"samopen1" + file_id
-    s = {"seal_1t": repeat(lambda: seal(d, plain, out, cs, 1, file_id, pkg_id), size, args.min_s),
-         "seal_2t": repeat(lambda: seal(d, plain, out, cs, 2, file_id, pkg_id), size, args.min_s)}
+    s = {"seal_1t": repeat(lambda: seal(d, plain, out, cs, 1, file_id), size, args.min_s),
+         "seal_2t": repeat(lambda: seal(d, plain, out, cs, 2, file_id), size, args.min_s)}
     path = os.path.join(work, f"c{cs // KiB}")
     with open(path, "wb") as f:
         f.write(out)
     fd = os.open(path, os.O_RDONLY)
     try:
         h = hashlib.sha256() if want_sha else None
-        read_seq(d, fd, size, MiB, file_id, pkg_id, h)  # also warms the page cache
+        read_seq(d, fd, size, MiB, file_id, h)  # also warms the page cache
         if h is not None and h.hexdigest() != want_sha:
             raise RuntimeError(f"DATA MISMATCH with {cs // KiB} KiB chunks")
-        s["read_128k"] = repeat(lambda: read_seq(d, fd, size, 128 * KiB, file_id, pkg_id), size, args.min_s)
-        s["read_1m"] = repeat(lambda: read_seq(d, fd, size, MiB, file_id, pkg_id), size, args.min_s)
-        s["rand_4k"] = repeat(lambda: read_random(d, fd, size, args.rand, file_id, pkg_id, rnd),
+        s["read_128k"] = repeat(lambda: read_seq(d, fd, size, 128 * KiB, file_id), size, args.min_s)
+        s["read_1m"] = repeat(lambda: read_seq(d, fd, size, MiB, file_id), size, args.min_s)
+        s["rand_4k"] = repeat(lambda: read_random(d, fd, size, args.rand, file_id, rnd),
                               args.rand, args.min_s) * 1e6
     finally:
         os.close(fd)
@@ -165,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", default="/dev/shm", help="where the sealed file is written")
     p.add_argument("--json", type=Path, default=BENCH_DIR / "results" / "sam_chunk.json")
     args = p.parse_args(argv)
-    from cryptfs import _blocks
+    from cryptfs.core import chunks
 
-    _blocks.set_threads(0)  # as the mount: one request, one thread
+    chunks.set_decrypt_threads(0)  # as the mount: one request, one thread
     sizes = [int(x) * KiB for x in args.chunks.split(",")]
     size = args.size
     print(f"generating {size / MiB:.0f} MiB of random data", flush=True)
