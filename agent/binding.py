@@ -1,4 +1,4 @@
-"""Report-data binding (spec kbs-protocol.md §3.3) and the kbs:// resource URI mapping (§5.1).
+"""Report-data binding and the kbs:// resource URI mapping, as the Trustee KBS protocol defines them.
 
 The KBS rebuilds the runtime-data JSON from the session nonce and its own re-serialisation of the
 tee-pubkey, hashes its canonical form and requires the evidence to carry that hash. Every byte
@@ -7,20 +7,21 @@ here therefore has to match what the server computes, or attestation fails with 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
 from typing import Any
 
+from .b64 import b64encode
+from .protocol import DIALECTS, LATEST
+
 __all__ = ["DIALECTS", "HASH_ALGORITHMS", "canon", "kbs_resource_path", "runtime_data_digest",
            "sample_report_data", "tdx_report_data"]
 
-DIALECTS = ("0.4.0", "0.1.0", "0.1.1", "0.2.0")
 HASH_ALGORITHMS = ("sha256", "sha384", "sha512")
 TDX_REPORT_DATA_LEN = 64
 
-# The members the server's typed TeePubKey re-serialises (§3.1); anything else breaks the hash.
+# The members the server's typed TeePubKey re-serialises; anything else breaks the hash.
 _JWK_MEMBERS = {
     "RSA": {"kty", "alg", "n", "e"},
     "EC": {"kty", "crv", "alg", "x", "y"},
@@ -70,7 +71,7 @@ def runtime_data_digest(dialect: str, nonce: str, tee_pubkey: dict, additional_e
     if algo not in HASH_ALGORITHMS:
         raise ValueError(f"unsupported hash algorithm {hash_alg!r}; "
                          f"expected one of {', '.join(HASH_ALGORITHMS)}")
-    if dialect == "0.4.0":
+    if dialect == LATEST:
         runtime = {"additional-evidence": additional_evidence, "nonce": nonce, "tee-pubkey": tee_pubkey}
     else:
         if additional_evidence:
@@ -94,7 +95,7 @@ def sample_report_data(digest: bytes) -> str:
     """
     if not isinstance(digest, (bytes, bytearray)):
         raise TypeError("digest must be bytes")
-    return base64.b64encode(bytes(digest)).decode("ascii")
+    return b64encode(digest)
 
 
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")

@@ -16,8 +16,6 @@ Policy file (JSON, every member optional):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import fnmatch
 import hashlib
 import hmac
@@ -33,11 +31,12 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import binding, jwe
+from .b64 import b64decode, b64encode, b64url_encode
 from .errors import QuoteError, UsageError
+from .protocol import BROKER_DIALECTS, LATEST, LEGACY_DIALECTS
 
 log = logging.getLogger("agent.broker")
 
-DIALECTS = ("0.1.0", "0.4.0")
 TEES = ("sample", "system", "tdx")
 SESSION_SECONDS = 300
 ERROR_TYPE = "https://github.com/confidential-containers/kbs/errors/"
@@ -104,9 +103,9 @@ def typed_jwk(jwk) -> dict:
 
 
 class Broker:
-    def __init__(self, resources: dict[str, bytes], dialect: str = "0.4.0", policy: Policy | None = None):
-        if dialect not in DIALECTS:
-            raise UsageError(f"--dialect must be one of {', '.join(DIALECTS)}")
+    def __init__(self, resources: dict[str, bytes], dialect: str = LATEST, policy: Policy | None = None):
+        if dialect not in BROKER_DIALECTS:
+            raise UsageError(f"--dialect must be one of {', '.join(BROKER_DIALECTS)}")
         self.resources = resources
         self.dialect = dialect
         self.policy = policy or Policy()
@@ -127,7 +126,7 @@ class Broker:
         tee = body.get("tee")
         if tee not in TEES:
             raise Refusal(401, "UnsupportedTee", f"unsupported tee {tee!r}")
-        nonce = base64.b64encode(secrets.token_bytes(32)).decode()
+        nonce = b64encode(secrets.token_bytes(32))
         sid = uuid.uuid4().hex
         with self.lock:
             self._expire()
@@ -163,7 +162,7 @@ class Broker:
                 raise Refusal(404, "ReadSecretFailed", f"Read secret failed: resource {path} not found")
             raise Refusal(401, "PluginInternalError", f"Plugin internal error: resource {path} not found")
         log.info("release: %s (%d bytes) to tee=%s session=%s", path, len(data), session.tee, _short(sid))
-        return jwe.encrypt(session.jwk, data, legacy=self.dialect == "0.1.0")
+        return jwe.encrypt(session.jwk, data, legacy=self.dialect in LEGACY_DIALECTS)
 
     # helpers ------------------------------------------------------------------
     def _expire(self) -> None:
@@ -220,10 +219,10 @@ class Broker:
         from .tdx import check_quote
 
         try:
-            raw = base64.b64decode(evidence.get("quote") or "", validate=True)
+            raw = b64decode(evidence.get("quote") or "")
             allow_debug = bool(self.policy.tdx.get("allow_debug"))
             quote = check_quote(raw, binding.tdx_report_data(digest), allow_debug)
-        except (binascii.Error, ValueError, QuoteError) as e:
+        except (ValueError, QuoteError) as e:
             raise Refusal(401, "AttestationFailed", f"tdx evidence refused: {e}") from None
         values = {"mr_td": quote.body.mr_td, **dict(zip(RTMR_KEYS, quote.body.rtmrs, strict=True))}
         for key, value in values.items():
@@ -235,16 +234,13 @@ class Broker:
 
     def _token(self, session: Session, claims: str) -> str:
         """An HS256 token (clients do not verify it; the cookie is what authorises)."""
-        def b64(data: bytes) -> str:
-            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
         now = int(time.time())
-        head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        body = b64(json.dumps({"iss": "cryptfs-dev-broker", "iat": now, "nbf": now,
+        head = b64url_encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        body = b64url_encode(json.dumps({"iss": "cryptfs-dev-broker", "iat": now, "nbf": now,
                                "exp": now + SESSION_SECONDS, "tee": session.tee, "tee-pubkey": session.jwk,
                                "claims": claims}).encode())
         sig = hmac.new(self._token_key, f"{head}.{body}".encode(), hashlib.sha256).digest()
-        return f"{head}.{body}.{b64(sig)}"
+        return f"{head}.{body}.{b64url_encode(sig)}"
 
 
 def _object(value) -> dict:
@@ -255,8 +251,8 @@ def _object(value) -> dict:
 
 def _check_b64_report_data(evidence: dict, digest: bytes) -> None:
     try:
-        got = base64.b64decode(evidence.get("report_data") or "", validate=True)
-    except (binascii.Error, ValueError):
+        got = b64decode(evidence.get("report_data") or "")
+    except ValueError:
         raise Refusal(401, "AttestationFailed", "report_data is not base64") from None
     if not hmac.compare_digest(got, digest):
         raise Refusal(401, "AttestationFailed", "report_data does not bind the nonce and the tee-pubkey")

@@ -11,8 +11,9 @@ import tempfile
 
 from cryptfs.core.argv import UsageParser, run_main
 
-from . import demo, exitcodes
+from . import demo, exitcodes, protocol
 from . import tdx as tdxq
+from .attesters import CHOICES as ATTESTER_CHOICES
 from .errors import AgentError, QuoteError, QuoteVerificationError, UsageError
 
 MAX_INPUT = 64 << 20  # a quote is ~5 KB; DICE/post-quantum chains can reach MBs, never this
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="A key broker for laptops and tests: never for production.")
     p.add_argument("--resource", action="append", default=[], metavar="REPO/TYPE/TAG=@FILE",
                    help="serve FILE's bytes as this resource (repeatable)")
-    p.add_argument("--dialect", choices=("0.4.0", "0.1.0"), default="0.4.0",
+    p.add_argument("--dialect", choices=protocol.BROKER_DIALECTS, default=protocol.BROKER_DIALECTS[0],
                    help="KBS protocol to speak (0.1.0: Alibaba chart 1.0.0; 0.4.0: current)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     p.add_argument("--port", type=int, default=8080)
@@ -89,13 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _attest_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--attester", choices=("auto", "tdx", "system", "sample"),
+    p.add_argument("--attester", choices=ATTESTER_CHOICES,
                    help="evidence source (default: env ATTESTER, else auto: tdx where configfs-tsm "
                         "offers it; sample only when asked for)")
-    p.add_argument("--dialect", choices=("0.4.0", "0.1.0", "0.2.0", "0.1.1"),
-                   help="KBS protocol version (default: probe 0.4.0, then 0.1.0, 0.2.0, 0.1.1)")
-    p.add_argument("--key-alg", choices=("ECDH-ES+A256KW", "RSA-OAEP-256", "RSA1_5"),
-                   help="TEE key type for protocol >= 0.2.0 (default ECDH-ES+A256KW P-256)")
+    first, *rest = protocol.DIALECTS
+    p.add_argument("--dialect", choices=protocol.DIALECTS,
+                   help=f"KBS protocol version (default: probe {first}, then {', '.join(rest)})")
+    p.add_argument("--key-alg", choices=protocol.KEY_ALGORITHMS,
+                   help=f"TEE key type for protocol >= 0.2.0 (default {protocol.DEFAULT_KEY_ALG} P-256)")
     p.add_argument("--ca-bundle", metavar="PEM", help="CA certificates for an https broker")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     p.add_argument("--allow-debug", action="store_true", help="accept a debug TD (development only)")

@@ -2,12 +2,14 @@
 
 Small numbers are for what exists today (``quote``, ``get-resource``, ``broker``). ``run``
 uses 112-127 for its own failures, so that the model server's own exit codes pass through
-unambiguously (as ``env``/``timeout`` use 125-127).
+unambiguously (as ``env``/``timeout`` use 125-127). OK, ERROR, USAGE and INTERRUPTED are the
+project's shared codes (:mod:`cryptfs.core.exitcodes`); the rest are the agent's own.
 """
 
-OK = 0
-ERROR = 1  # an I/O error (e.g. FILE cannot be read) or anything not listed below
-USAGE = 2  # bad command line
+# OK, ERROR (an I/O error, e.g. FILE cannot be read, or anything not listed below), USAGE (bad
+# command line), INTERRUPTED (stopped by SIGINT, Ctrl-C)
+from cryptfs.core.exitcodes import ERROR, INTERRUPTED, OK, USAGE  # noqa: F401 (shared codes)
+
 QUOTE_INVALID = 3  # the quote is malformed or unsupported, or check_quote refused it
 QUOTE_UNVERIFIED = 4  # --verify: a signature, the QE binding or the certificate chain failed
 ATTESTER = 5  # no usable attester (no TEE found), or evidence could not be collected
@@ -35,6 +37,6 @@ RUN_USAGE = 124  # bad command line for run
 RUN_ERROR = 125  # any other failure of the agent itself
 RUN_COMMAND_NOT_EXECUTABLE = 126  # the command exists but cannot be executed
 RUN_COMMAND_NOT_FOUND = 127  # the command was not found
-INTERRUPTED = 130  # stopped by SIGINT (Ctrl-C)
 
-ALL = {name: code for name, code in globals().items() if name.isupper()}  # every code above
+# every code, the shared ones (OK, ERROR, USAGE, INTERRUPTED) included, sorted by number
+ALL = dict(sorted(((name, code) for name, code in globals().items() if name.isupper()), key=lambda kv: kv[1]))

@@ -1,7 +1,7 @@
 """JWE for Trustee resource responses: the TEE key pair, decryption of what the KBS sends, and a
 byte-compatible encryptor for the local dev broker.
 
-Two wire forms exist (spec kbs-protocol.md §5.2, §5.3):
+Two wire forms exist (Trustee KBS protocol, resource responses):
 
 * RFC 7516 flattened JSON (protocol 0.2.0 and later): ``protected`` is base64url JSON, the tag is a
   separate member and the AES-GCM AAD is the ``protected`` string as received.
@@ -14,12 +14,9 @@ Only A256GCM content encryption exists on either side. Key management is RSA1_5,
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import os
-import re
 import struct
 from typing import Any
 
@@ -29,15 +26,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from .b64 import b64url_decode as _b64url_decode
+from .b64 import b64url_encode
+from .protocol import ECDH_ES_A256KW, KEY_ALGORITHMS, RSA1_5, RSA_OAEP_256
+
 __all__ = ["ALGORITHMS", "JweError", "TeeKeyPair", "b64url_decode", "b64url_encode", "encrypt"]
 
-RSA1_5 = "RSA1_5"
-RSA_OAEP_256 = "RSA-OAEP-256"
-ECDH_ES_A256KW = "ECDH-ES+A256KW"
-ALGORITHMS = (RSA1_5, RSA_OAEP_256, ECDH_ES_A256KW)
+ALGORITHMS = KEY_ALGORITHMS  # the TEE key algorithms (agent.protocol)
 ENC = "A256GCM"
 
-RSA_BITS = 2048  # what the upstream client uses (§3.1)
+RSA_BITS = 2048  # what the upstream client (guest-components) uses
 CEK_LEN = 32     # A256GCM key
 IV_LEN = 12
 TAG_LEN = 16
@@ -48,7 +46,6 @@ WRAPPED_CEK_LEN = CEK_LEN + 8  # RFC 3394 adds one 64-bit block
 # early exit) that told "bad padding" from "bad tag" would be a Bleichenbacher padding oracle.
 RSA1_5_FAILURE = "JWE decryption failed (RSA1_5: wrong key or corrupted encrypted_key/ciphertext/tag)"
 
-_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 _OAEP_256 = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
@@ -57,29 +54,12 @@ class JweError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# base64url helpers
-
-
-def b64url_encode(data: bytes) -> str:
-    """base64url without padding, as JOSE (RFC 7515 §2) and Trustee's URL_SAFE_NO_PAD write it."""
-    return base64.urlsafe_b64encode(bytes(data)).rstrip(b"=").decode("ascii")
+# base64url: agent.b64's, failing with a JweError (a JOSE member that does not decode is a bad JWE)
 
 
 def b64url_decode(value: Any, what: str) -> bytes:
-    """Strict base64url decode of a JOSE member; ``what`` names it in the error message.
-
-    Python's decoder silently skips foreign characters, so the alphabet is checked first.
-    Trailing ``=`` padding is tolerated (not produced by Trustee, harmless to accept).
-    """
-    if not isinstance(value, str):
-        raise JweError(f"{what} must be a base64url string, got {type(value).__name__}")
-    body = value.rstrip("=")
-    if not _B64URL_RE.fullmatch(body) or len(body) % 4 == 1:
-        raise JweError(f"{what} is not valid base64url (unpadded, alphabet A-Z a-z 0-9 - _)")
-    try:
-        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-    except (binascii.Error, ValueError):
-        raise JweError(f"{what} is not valid base64url")
+    """Strict base64url decode of a JOSE member (:func:`agent.b64.b64url_decode`), as a JweError."""
+    return _b64url_decode(value, what, JweError)
 
 
 def _uint_b64(value: int, length: int | None = None) -> str:
@@ -136,7 +116,7 @@ class TeeKeyPair:
         return f"TeeKeyPair(alg={self._alg!r})"
 
     def jwk(self) -> dict[str, str]:
-        """The public JWK with exactly the §3.1 members.
+        """The public JWK with exactly the members of Trustee's typed ``TeePubKey``.
 
         The server re-serialises the key from a typed struct before hashing it into the report
         data, so any extra member (kid, use, ...) would silently break the binding.

@@ -1,12 +1,14 @@
 """Trustee KBS client: auth -> attest -> resource, in the wire dialects found in the field.
 
 Dialect 0.4.0 (upstream trustee >= v0.14, openanolis >= v1.6) and 0.1.0 (openanolis <= v1.5.2,
-Alibaba's chart 1.0.0) are probed in that order, then 0.2.0 and 0.1.1, as
-``shared/specs/kbs-protocol.md`` §0 recommends. Retries follow guest-components: the
+Alibaba's chart 1.0.0) are probed in that order, then 0.2.0 and 0.1.1 (``agent.protocol.DIALECTS``):
+the Trustee KBS attestation protocol has no version discovery, so a client that must talk to both
+generations asks in each until one answers. Retries follow guest-components: the
 handshake up to 5 times 1 s apart, the resource GET up to 3 attempts with one fresh handshake
 on 401. The TEE key pair lives in memory only; the session cookie and the token never reach a
 log. Errors are classified by the body's ``type`` (0.4.0 answers 401 for a denial and for a
-missing resource alike), not only by the status.
+missing resource alike), not only by the status. :meth:`KbsClient.probe` says which dialect a
+broker speaks without attesting or fetching anything (``agent check``).
 """
 
 from __future__ import annotations
@@ -34,11 +36,10 @@ from .errors import (
     VersionMismatch,
 )
 from .jwe import JweError, TeeKeyPair
+from .protocol import DEFAULT_KEY_ALG, DIALECTS, LATEST, LEGACY_DIALECTS, LEGACY_KEY_ALG
 
 log = logging.getLogger("agent.kbs")
 
-PROBE_ORDER = ("0.4.0", "0.1.0", "0.2.0", "0.1.1")
-LEGACY_DIALECTS = ("0.1.0", "0.1.1")  # RSA1_5 keys only
 ERROR_TYPE_PREFIX = "https://github.com/confidential-containers/kbs/errors/"
 USER_AGENT = f"cryptfs-agent-kbs-client/{VERSION}"
 HANDSHAKE_ATTEMPTS = 5
@@ -84,8 +85,8 @@ class KbsClient:
                  handshake_delay: float = HANDSHAKE_DELAY):
         if not base_url.startswith(("http://", "https://")):
             raise UsageError(f"broker URL {base_url!r} must start with http:// or https://")
-        if dialect is not None and dialect not in PROBE_ORDER:
-            raise UsageError(f"unknown KBS protocol version {dialect!r} (known: {', '.join(PROBE_ORDER)})")
+        if dialect is not None and dialect not in DIALECTS:
+            raise UsageError(f"unknown KBS protocol version {dialect!r} (known: {', '.join(DIALECTS)})")
         self.base = base_url.rstrip("/") + "/kbs/v0"
         self.attester = attester
         self.dialect = dialect
@@ -126,9 +127,9 @@ class KbsClient:
 
     # handshake ---------------------------------------------------------------
     def _key(self, dialect: str) -> TeeKeyPair:
-        alg = "RSA1_5" if dialect in LEGACY_DIALECTS else (self.key_alg or "ECDH-ES+A256KW")
-        if dialect in LEGACY_DIALECTS and self.key_alg not in (None, "RSA1_5"):
-            raise UsageError(f"protocol {dialect} supports only RSA1_5 keys, not {self.key_alg}")
+        alg = LEGACY_KEY_ALG if dialect in LEGACY_DIALECTS else (self.key_alg or DEFAULT_KEY_ALG)
+        if dialect in LEGACY_DIALECTS and self.key_alg not in (None, LEGACY_KEY_ALG):
+            raise UsageError(f"protocol {dialect} supports only {LEGACY_KEY_ALG} keys, not {self.key_alg}")
         if alg not in self._keys:
             self._keys[alg] = TeeKeyPair.generate(alg)
         return self._keys[alg]
@@ -139,7 +140,7 @@ class KbsClient:
 
     def _negotiate(self) -> tuple[str, dict]:
         """POST /auth in each dialect until one answers 200; returns (dialect, challenge)."""
-        versions = [self.dialect] if self.dialect else list(PROBE_ORDER)
+        versions = [self.dialect] if self.dialect else list(DIALECTS)
         seen = []
         for version in versions:
             reply = self._auth(version)
@@ -159,6 +160,19 @@ class KbsClient:
                 raise EvidenceRefused(f"/auth refused (HTTP {reply.status}): {variant} {detail}".strip())
         raise VersionMismatch("the broker speaks none of the KBS protocol versions this agent knows "
                               f"({', '.join(versions)}): " + "; ".join(seen))
+
+    def probe(self) -> str:
+        """The KBS protocol version the broker speaks: one ``/auth`` per dialect, nothing fetched.
+
+        For ``agent check``: it shows that the broker is reachable and compatible without
+        collecting evidence, attesting or releasing the key. No retries (a check reports what
+        it sees); the errors are those of the handshake (unreachable, version mismatch, refusal).
+        The ``/auth`` opens a new session, so a later :meth:`get_resource` attests afresh.
+        """
+        self._cookies.clear()
+        self.attested = False
+        dialect, _ = self._negotiate()
+        return dialect
 
     def _attest_body(self, dialect: str, nonce: str, jwk: dict, evidence: dict) -> dict:
         if dialect == "0.1.0":
@@ -240,7 +254,7 @@ class KbsClient:
             raise KbsProtocolError(f"the resource reply cannot be decrypted: {e}") from None
 
     def _keys_for(self, dialect: str | None) -> TeeKeyPair:
-        return self._key(dialect or "0.4.0")
+        return self._key(dialect or LATEST)
 
     def _classify(self, reply: Reply, path: str):
         variant, detail = reply.error()

@@ -627,7 +627,7 @@ def _check_broker(cfg: RunConfig, args, attester, record) -> None:
     client = KbsClient(cfg.url, attester, dialect=getattr(args, "dialect", None),
                        ca_bundle=getattr(args, "ca_bundle", None), timeout=getattr(args, "timeout", 10.0))
     try:
-        dialect, _ = client._negotiate()
+        dialect = client.probe()
         record(True, f"broker {cfg.url}: reachable, speaks KBS protocol {dialect} (the key was not fetched)")
     except AgentError as e:
         record(False, f"broker {cfg.url}: {e}", run_exit_code(e))

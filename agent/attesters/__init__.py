@@ -21,10 +21,14 @@ from .sample import SampleAttester
 from .system import SystemAttester
 from .tdx import DEFAULT_TSM_ROOT, PROVIDER, TdxAttester
 
-__all__ = ["CHOICES", "DIALECTS", "Attester", "AttesterError", "SampleAttester", "SystemAttester",
-           "TdxAttester", "select"]
+__all__ = ["ATTESTERS", "AUTO", "CHOICES", "DIALECTS", "Attester", "AttesterError", "SampleAttester",
+           "SystemAttester", "TdxAttester", "select"]
 
-CHOICES = ("auto", "tdx", "system", "sample")
+# Every attester by its name (its class's ``name``): what --attester and ATTESTER accept, besides
+# AUTO. The order is the command line's: hardware first, development-only last.
+ATTESTERS: dict[str, type] = {cls.name: cls for cls in (TdxAttester, SystemAttester, SampleAttester)}
+AUTO = "auto"  # tdx where configfs-tsm offers it, else an error: never a fallback
+CHOICES = (AUTO, *ATTESTERS)
 
 SAMPLE_WARNING = (
     "*** ATTESTER 'sample' SELECTED: THIS IS NOT ATTESTATION ***",
@@ -42,23 +46,23 @@ def select(name: str | None, environ: Mapping[str, str] = os.environ, *, allow_d
     source = "--attester"
     if not name:
         name, source = environ.get("ATTESTER", ""), "ATTESTER"
-    choice = (name or "auto").strip().lower()
+    choice = (name or AUTO).strip().lower()
     if not choice:
-        choice = "auto"
+        choice = AUTO
     if choice not in CHOICES:
         raise AttesterError(f"unknown attester {name!r} (from {source}); choose one of: {', '.join(CHOICES)}")
 
-    if choice == "sample":
+    if choice == SampleAttester.name:
         for line in SAMPLE_WARNING:
             log.warning("%s", line)
         return SampleAttester()
-    if choice == "system":
+    if choice == SystemAttester.name:
         log.warning("attester 'system': the evidence is a software report with no hardware signature; it is "
                     "worth only what the broker's policy checks")
         return SystemAttester(environ, log=log)
 
     tdx = TdxAttester(tsm_root=tsm_root, allow_debug=allow_debug, environ=environ, log=log)
-    if choice == "tdx":
+    if choice == TdxAttester.name:
         return tdx
     found, detail = tdx.probe()
     if found:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import Protocol, runtime_checkable
 
 from ..errors import AttesterError  # noqa: F401  (re-exported: the plug-ins raise the agent's error)
-
-DIALECTS = ("0.1.0", "0.1.1", "0.2.0", "0.4.0")
+from ..protocol import DIALECTS
 
 
 @runtime_checkable
@@ -28,11 +26,6 @@ class Attester(Protocol):
         ...
 
 
-def b64(data: bytes) -> str:
-    """Standard base64 with padding, as every Trustee verifier decodes it."""
-    return base64.b64encode(data).decode("ascii")
-
-
 def check_digest(report_data, limit: int = 64) -> bytes:
     """The runtime-data digest as bytes; refuses an empty one or one over ``limit`` bytes."""
     if not isinstance(report_data, (bytes, bytearray, memoryview)):
@@ -45,6 +38,7 @@ def check_digest(report_data, limit: int = 64) -> bytes:
 
 
 def check_dialect(dialect: str) -> str:
+    """``dialect`` if the agent knows it: the evidence's form may depend on it, so never guess."""
     if dialect not in DIALECTS:
         raise AttesterError(f"unknown KBS protocol dialect {dialect!r}; known: {', '.join(DIALECTS)}")
     return dialect

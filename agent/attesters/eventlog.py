@@ -2,7 +2,8 @@
 
 A CCEL log area (``/sys/firmware/acpi/tables/data/CCEL``) is LAML bytes long, far more than the
 firmware used: the events are followed by 0xFF (TDVF) or zero (td-shim) filling. Layout, all
-integers little-endian (shared/specs/tdx-quote.md §4)::
+integers little-endian (TCG PC Client Platform Firmware Profile, crypto-agile log format; the
+UEFI CC event log of the TDX guest uses the same records)::
 
     header  TCG_PCR_EVENT (SHA-1 format): index u32, type u32 (= 3 EV_NO_ACTION), digest[20],
             size u32, data[size] = TCG_EfiSpecIDEvent ("Spec ID Event03\\0", platformClass u32,
@@ -16,7 +17,8 @@ The walk stops where guest-components' ``trim_ccel`` stops (the next 8 bytes all
 the data runs out exactly at an event boundary). Anything else that does not fit (an unknown
 digest algorithm, an event running past the end of the data) is a :class:`EventLogError`.
 
-The forms a client sends in the tdx evidence's ``cc_eventlog`` (shared/specs/kbs-protocol.md §4.3):
+The forms a client sends in the tdx evidence's ``cc_eventlog`` (Trustee KBS protocol, as
+guest-components sends them):
 
 * ``raw``: the log area file as it is (guest-components <= v0.14, all 0.1.x/0.2.0 clients);
 * ``trimmed``: guest-components >= v0.15: the log cut after its last event, then the
@@ -62,8 +64,8 @@ def _spec_id_header(algorithms: tuple[tuple[int, int], ...]) -> bytes:
 
 
 # The fixed 69-byte header guest-components puts before the AAEL when there is no CCEL:
-# EV_NO_ACTION declaring SHA-384 (48 bytes) and SM3 (32 bytes), as the kbs-protocol spec §4.3
-# describes it. guest-components has shipped three variants of this constant: 65 bytes
+# EV_NO_ACTION declaring SHA-384 (48 bytes) and SM3 (32 bytes), as guest-components' attestation
+# agent writes it. guest-components has shipped three variants of this constant: 65 bytes
 # (SHA-384 only), 69 bytes (SHA-384, SM3) and, later, 73 bytes (adding SHA-256). A verifier
 # sizes each digest by its algorithm, so any variant that declares SHA-384 parses our AAEL.
 AAEL_SPEC_ID_HEADER = _spec_id_header(((0x000C, 48), (0x0012, 32)))

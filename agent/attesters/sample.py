@@ -1,6 +1,6 @@
 """The ``sample`` attester: evidence with no hardware behind it, for development without a TEE.
 
-Upstream Trustee's sample format (shared/specs/kbs-protocol.md §4.1)::
+Upstream Trustee's sample evidence (its ``sample`` attester and verifier)::
 
     {"svn": "1", "report_data": "<std-base64 of the runtime-data digest>"}
 
@@ -11,7 +11,8 @@ whenever it is chosen.
 
 from __future__ import annotations
 
-from .base import b64, check_dialect, check_digest
+from ..b64 import b64encode
+from .base import check_dialect, check_digest
 
 
 class SampleAttester:
@@ -23,4 +24,4 @@ class SampleAttester:
 
     def evidence(self, report_data: bytes, dialect: str) -> dict:
         check_dialect(dialect)
-        return {"svn": "1", "report_data": b64(check_digest(report_data))}
+        return {"svn": "1", "report_data": b64encode(check_digest(report_data))}

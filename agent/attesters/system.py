@@ -1,6 +1,6 @@
 """The ``system`` attester: Alibaba's software report (``tee: "system"``, openanolis Trustee only).
 
-Evidence (shared/specs/kbs-protocol.md §4.2)::
+Evidence (openanolis Trustee's ``system`` attester and verifier)::
 
     {"system_report": "<JSON text: {\\"hardware\\": {...}, \\"software\\": {\\"uname\\": ...}}>",
      "measurements": "[]", "mr_register": "",
@@ -28,7 +28,8 @@ import re
 import sys
 from collections.abc import Mapping
 
-from .base import b64, check_dialect, check_digest, get_logger
+from ..b64 import b64encode
+from .base import check_dialect, check_digest, get_logger
 
 # A variable is left out of the environment map when its name, upper-cased, contains any of
 # these. Deliberately broad: a false positive only hides a variable from the policy (its name
@@ -164,5 +165,5 @@ class SystemAttester:
             "measurements": "[]",
             "mr_register": "",
             "environment": environment,
-            "report_data": b64(digest),
+            "report_data": b64encode(digest),
         }

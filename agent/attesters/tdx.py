@@ -1,14 +1,15 @@
 """The ``tdx`` attester: a TD quote through configfs-tsm, self-checked, plus the CC event log.
 
-Quote generation follows shared/specs/tdx-quote.md §3.1 and guest-components:
+Quote generation follows the Linux configfs-tsm report interface
+(Documentation/ABI/testing/configfs-tsm in the kernel tree) and guest-components:
 
 1. ``mkdir`` a fresh, uniquely named entry under ``/sys/kernel/config/tsm/report``
    (ENXIO: no TSM provider registered, i.e. not a TDX guest or the driver is not loaded);
 2. read ``provider``: it must be ``tdx_guest``;
 3. read ``generation`` (0 for a fresh entry), write the 64-byte REPORTDATA (the runtime-data
    digest zero-padded to 64) to ``inblob`` in one write;
-4. read ``outblob`` to EOF: the quote (the first read runs TDG.MR.REPORT and the host's
-   GetQuote, up to 30 s);
+4. read ``outblob`` to EOF: the quote, in the Intel TDX DCAP quote format (the first read runs
+   TDG.MR.REPORT and the host's GetQuote, up to 30 s);
 5. read ``generation`` again: it must be exactly one more than before (1 on a fresh entry).
    Anything else means another writer raced on the entry: the quote is discarded and the
    whole sequence retried with a new entry, :data:`TSM_ATTEMPTS` times in all;
@@ -17,7 +18,7 @@ Quote generation follows shared/specs/tdx-quote.md §3.1 and guest-components:
 Before it is returned, the quote goes through :func:`agent.tdx.check_quote`: TEE type
 TDX, REPORTDATA equal to what was written, no debug TD attribute unless ``allow_debug``.
 
-Evidence (shared/specs/kbs-protocol.md §4.3)::
+Evidence (the Trustee KBS protocol's ``tdx`` evidence, as guest-components sends it)::
 
     {"quote": "<std-base64>", "cc_eventlog": "<std-base64>" | null}
 
@@ -44,9 +45,11 @@ import secrets
 import time
 from collections.abc import Mapping
 
+from ..b64 import b64encode
+from ..protocol import DIALECTS, LATEST
 from ..tdx import QuoteError, check_quote
 from . import eventlog
-from .base import AttesterError, b64, check_dialect, check_digest, get_logger
+from .base import AttesterError, check_dialect, check_digest, get_logger
 
 DEFAULT_TSM_ROOT = "/sys/kernel/config/tsm/report"
 CCEL_PATH = "/sys/firmware/acpi/tables/data/CCEL"
@@ -57,7 +60,8 @@ REPORT_DATA_SIZE = 64
 TSM_ATTEMPTS = 3  # fresh entries tried when generation shows a concurrent writer (or EBUSY)
 MIN_QUOTE_SIZE = 1020  # go-tdx-guest's lower bound for a v4 quote; less means the host failed
 CCEL_FORMS = ("auto", "raw", "trimmed")
-CCEL_FORM_BY_DIALECT = {"0.1.0": "raw", "0.1.1": "raw", "0.2.0": "raw", "0.4.0": "trimmed"}
+# guest-components >= v0.15 (the 0.4.0 clients) trim; every older client sent the raw log area
+CCEL_FORM_BY_DIALECT = {d: "trimmed" if d == LATEST else "raw" for d in DIALECTS}
 
 _MOUNT_HINT = ("configfs must be mounted at /sys/kernel/config (mount -t configfs none /sys/kernel/config) "
                "and the kernel must be a TDX guest with configfs-tsm reports (Linux >= 6.7, tdx_guest "
@@ -295,9 +299,9 @@ class TdxAttester:
         except eventlog.EventLogError as e:
             raise AttesterError(f"the CC event log at {self.ccel_path} cannot be trimmed for protocol "
                                 f"{dialect}: {e}; TDX_CCEL_FORM=raw sends it untrimmed") from None
-        return None if data is None else b64(data)
+        return None if data is None else b64encode(data)
 
     def evidence(self, report_data: bytes, dialect: str) -> dict:
         check_dialect(dialect)
         quote = self.quote(report_data)
-        return {"quote": b64(quote), "cc_eventlog": self.cc_eventlog(dialect)}
+        return {"quote": b64encode(quote), "cc_eventlog": self.cc_eventlog(dialect)}
