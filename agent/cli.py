@@ -15,6 +15,7 @@ from . import demo, exitcodes, protocol
 from . import tdx as tdxq
 from .attesters import CHOICES as ATTESTER_CHOICES
 from .errors import AgentError, QuoteError, QuoteVerificationError, UsageError
+from .run.backends import BACKENDS, DEFAULT_METHOD
 
 MAX_INPUT = 64 << 20  # a quote is ~5 KB; DICE/post-quantum chains can reach MBs, never this
 
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "flag's help; with none of them set it just starts COMMAND.")
     p.add_argument("--url", help="broker base URL (env TRUSTEE_URL)")
     p.add_argument("--key-uri", help="kbs:///repo/type/tag of the model key (env DECRYPTION_KEY_URI)")
-    p.add_argument("--method", help="gocryptfs | sam (env ENCRYPTION_METHOD; default gocryptfs)")
+    p.add_argument("--method",
+                   help=f"{' | '.join(BACKENDS)} (env ENCRYPTION_METHOD; default {DEFAULT_METHOD})")
     p.add_argument("--expect-digest", metavar="DIGEST",
                    help="sam only: refuse any package but this one (env EXPECTED_MODEL_DIGEST)")
     p.add_argument("--cipher-dir", help="the encrypted model directory (env ENCRYPTED_MODEL_PATH)")
@@ -253,7 +255,7 @@ def _setup_logging(fmt: str = "text") -> None:
 
 
 def cmd_run(args) -> int:
-    from .run import run, run_exit_code
+    from .run import run
 
     _setup_logging(args.log_format)
     command = args.run_command[1:] if args.run_command[:1] == ["--"] else args.run_command
@@ -261,7 +263,7 @@ def cmd_run(args) -> int:
         return run(args, command)
     except AgentError as e:
         logging.getLogger("agent.run").error("%s", e)
-        return run_exit_code(e)
+        return e.run_exit_code
 
 
 def _attester(args):

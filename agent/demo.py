@@ -22,6 +22,7 @@ import threading
 import time
 
 from .errors import UsageError
+from .run.backends import BACKENDS, DEFAULT_METHOD
 
 KEY_PATH = "default/key/demo-model"
 STOP_GRACE = 30  # seconds agent run gets to stop its command and unmount after a signal
@@ -33,7 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("--keep", action="store_true", help="leave the mount up until Ctrl-C to look around")
     p.add_argument("--size-mb", type=int, default=8, help="size of model.safetensors (default 8)")
     p.add_argument("--workdir", help="parent of the temporary work directory (default: the system's)")
-    p.add_argument("--method", choices=("gocryptfs", "sam"), default="gocryptfs",
+    p.add_argument("--method", choices=tuple(BACKENDS), default=DEFAULT_METHOD,
                    help="encrypt with gocryptfs (default) or pack a Sam package pinned by its digest")
 
 
@@ -155,7 +156,7 @@ def _demo(args, signals: _Signals) -> int:
     from cryptfs.encrypt import encrypt_tree
 
     from . import broker
-    from .run import ENV
+    from .run.config import ENV
 
     steps = Steps()
     work = tempfile.mkdtemp(prefix="agent-demo-", dir=args.workdir)
@@ -166,7 +167,7 @@ def _demo(args, signals: _Signals) -> int:
         make_model(plain, args.size_mb)
         steps.done(f"made a {args.size_mb} MiB Hugging Face-style model in {plain}")
         password = secrets.token_urlsafe(24).encode()
-        method = getattr(args, "method", "gocryptfs")
+        method = getattr(args, "method", DEFAULT_METHOD)
         if method == "sam":
             cipher, secret, pin = _pack_sam(plain, work, password, steps)
         else:

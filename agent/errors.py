@@ -1,7 +1,10 @@
-"""One exception class per failure kind; each carries its exit code.
+"""One exception class per failure kind; each carries its exit codes.
 
 The CLI has a single handler that prints ``agent: error: <message>`` and exits with
-``exc.exit_code``. Messages never contain key material.
+``exc.exit_code``. ``agent run`` (and ``agent check``) exit with ``exc.run_exit_code`` instead:
+its own failures use 112-127 so that the model server's codes pass through unambiguously, and
+the class is the mapping (a new failure kind cannot be forgotten in a table elsewhere). Messages
+never contain key material.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ class AgentError(Failure):
     """Base class: a failure the user can act on."""
 
     exit_code = exitcodes.ERROR
+    run_exit_code = exitcodes.RUN_ERROR  # a failure of the agent itself that no subclass names
 
 
 class UsageError(AgentError):
     exit_code = exitcodes.USAGE
+    run_exit_code = exitcodes.RUN_USAGE
 
 
 class QuoteError(AgentError):
@@ -45,6 +50,7 @@ class AttesterError(AgentError):
     """No usable attester, or the evidence could not be collected; says what was looked for."""
 
     exit_code = exitcodes.ATTESTER
+    run_exit_code = exitcodes.RUN_ATTESTER
 
 
 class KbsError(AgentError):
@@ -53,48 +59,79 @@ class KbsError(AgentError):
 
 class BrokerUnreachable(KbsError):
     exit_code = exitcodes.UNREACHABLE
+    run_exit_code = exitcodes.RUN_UNREACHABLE
 
 
 class VersionMismatch(KbsError):
     exit_code = exitcodes.VERSION_MISMATCH
+    run_exit_code = exitcodes.RUN_VERSION_MISMATCH
 
 
 class EvidenceRefused(KbsError):
     exit_code = exitcodes.EVIDENCE_REFUSED
+    run_exit_code = exitcodes.RUN_EVIDENCE_REFUSED
 
 
 class PolicyDenied(KbsError):
     exit_code = exitcodes.DENIED
+    run_exit_code = exitcodes.RUN_DENIED
 
 
 class ResourceNotFound(KbsError):
     exit_code = exitcodes.NOT_FOUND
+    run_exit_code = exitcodes.RUN_NOT_FOUND
 
 
 class KbsProtocolError(KbsError):
     """A reply we cannot use: not JSON, no nonce or token, a JWE that does not decrypt."""
 
     exit_code = exitcodes.PROTOCOL
+    run_exit_code = exitcodes.RUN_PROTOCOL
+
+
+# agent run's own failures: only run and check raise them, so both codes are the run code.
 
 
 class ConfigurationError(AgentError):
     """The run configuration is invalid or partial; the message names the variable."""
 
-    exit_code = exitcodes.RUN_CONFIG
+    exit_code = run_exit_code = exitcodes.RUN_CONFIG
 
 
 class MountFailed(AgentError):
-    """cryptfs mount did not come up; ``wrong_key`` when the key does not unlock the cipher dir."""
+    """The mount (or the copy into RAM) did not come up; ``mount_code`` is the mount child's exit code."""
 
-    exit_code = exitcodes.RUN_MOUNT
+    exit_code = run_exit_code = exitcodes.RUN_MOUNT
 
-    def __init__(self, message: str, cryptfs_code: int | None = None):
+    def __init__(self, message: str, mount_code: int | None = None):
         super().__init__(message)
-        self.cryptfs_code = cryptfs_code
-        self.wrong_key = cryptfs_code == 12  # cryptfs.exitcodes.PASSWORD_INCORRECT
+        self.mount_code = mount_code
+
+    @property
+    def wrong_key(self) -> bool:
+        """Whether the key from the broker does not unlock the model (:class:`WrongKey`)."""
+        return isinstance(self, WrongKey)
+
+
+class WrongKey(MountFailed):
+    """The key from the broker does not unlock the model: the stored secret is the one to check."""
+
+    exit_code = run_exit_code = exitcodes.RUN_WRONG_KEY
 
 
 class ModelRejected(AgentError):
     """The encrypted model is authentic-looking but not the pinned one, or fails authentication."""
 
-    exit_code = exitcodes.RUN_MODEL_REJECTED
+    exit_code = run_exit_code = exitcodes.RUN_MODEL_REJECTED
+
+
+class CommandNotFound(AgentError):
+    """The command given after ``--`` does not exist (as a shell's 127)."""
+
+    exit_code = run_exit_code = exitcodes.RUN_COMMAND_NOT_FOUND
+
+
+class CommandNotExecutable(AgentError):
+    """The command given after ``--`` exists but cannot be executed (as a shell's 126)."""
+
+    exit_code = run_exit_code = exitcodes.RUN_COMMAND_NOT_EXECUTABLE

@@ -1,0 +1,37 @@
+"""One log line per phase of ``agent run`` with its duration, as text or JSON lines.
+
+Operators read the text form to see where the time to ready goes (config, handshake, key,
+unlock+mount, ready, command exited, unmounted); log collectors take ``--log-format json``.
+Fields are values the operator may see: never key material.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+__all__ = ["PhaseLog"]
+
+log = logging.getLogger("agent.run")
+
+
+class PhaseLog:
+    """Times each phase from the end of the previous one, and the whole run from the start."""
+
+    def __init__(self, fmt: str = "text"):
+        self.fmt = fmt
+        self.start = self.last = time.monotonic()
+
+    def phase(self, name: str, **fields: object) -> None:
+        now = time.monotonic()
+        took, total = now - self.last, now - self.start
+        self.last = now
+        if self.fmt == "json":
+            record = {"ts": time.time(), "level": "info", "phase": name, "seconds": round(took, 4),
+                      "since_start": round(total, 4), **fields}
+            print(json.dumps(record), file=sys.stderr, flush=True)
+        else:
+            extra = "".join(f" {k}={v}" for k, v in fields.items())
+            log.info("phase %s: %.3f s (%.3f s since start)%s", name, took, total, extra)
