@@ -79,6 +79,13 @@ def instance_info_header(environ=os.environ) -> str | None:
 
 
 class KbsClient:
+    """One broker, one attester: the handshake (auth + attest) and resource requests.
+
+    The dialect is probed on the first handshake unless given; the TEE key pair of each key
+    algorithm is made once and kept in memory, so a resource fetched after a re-handshake
+    still decrypts.
+    """
+
     def __init__(self, base_url: str, attester, *, dialect: str | None = None, key_alg: str | None = None,
                  ca_bundle: str | None = None, timeout: float = TIMEOUT, instance_info: str | None = None,
                  sleep=time.sleep, handshake_attempts: int = HANDSHAKE_ATTEMPTS,

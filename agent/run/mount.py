@@ -50,6 +50,7 @@ class Mount:
         self._wait_ready(note_r)
 
     def _wait_ready(self, note_r: int) -> None:
+        """Until the daemon writes ``ready``; its exit (or READY_TIMEOUT) is the method's error."""
         deadline = time.monotonic() + READY_TIMEOUT
         buf = b""
         try:
@@ -72,6 +73,7 @@ class Mount:
 
     @property
     def pid(self) -> int | None:
+        """The daemon's PID, for the supervisor to notice its death."""
         return self.proc.pid if self.proc else None
 
     def stop(self) -> None:

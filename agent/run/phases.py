@@ -25,6 +25,7 @@ class PhaseLog:
         self.start = self.last = time.monotonic()
 
     def phase(self, name: str, **fields: object) -> None:
+        """Log that phase ``name`` ended now, with its duration and ``fields``."""
         now = time.monotonic()
         took, total = now - self.last, now - self.start
         self.last = now
