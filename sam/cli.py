@@ -165,11 +165,10 @@ def cmd_info(args) -> int:
 
 
 def _unlock(args, block_path: str = "auto"):
-    """Open the package, check the pinned digest, then authenticate the manifest with the key."""
+    """Open the package, check the pinned digest (before parsing), then authenticate it with the key."""
     # an empty --expect-digest (an unset shell variable) is refused, never taken as "no pin"
     expected = check_digest_syntax(args.expect_digest) if args.expect_digest is not None else None
-    pkg = Package.open(args.package)
-    pkg.check_digest(expected)
+    pkg = Package.open(args.package, expect_digest=expected)
     key = keymod.read_key_file(args.key_file)
     try:
         return pkg.unlock(bytes(key), block_path)

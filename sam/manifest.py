@@ -13,6 +13,7 @@ import json
 import os
 import posixpath
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cryptfs.core.text import display
@@ -26,6 +27,11 @@ META_DIR = ".sam"
 MANIFEST_NAME = "manifest.json"
 MAC_NAME = "manifest.mac"
 MANIFEST_MAX = 64 << 20  # bytes: a bigger manifest is refused before parsing
+# Reader limits (docs/sam-format.md §5.4); the packer refuses a model that would exceed them.
+FILES_MAX = 1 << 18  # files per package (262 144)
+DIRS_MAX = 1 << 18  # directories the paths imply (each costs a few hundred bytes of memory)
+PATH_MAX_BYTES = 4096  # UTF-8 bytes of one path (Linux PATH_MAX)
+PATH_MAX_DEPTH = 64  # components of one path: 63 directories and the file
 
 CIPHER = "AES-256-GCM"
 CHUNK_SIZE = 65536  # plaintext bytes per chunk, measured in bench/sam_chunk.py
@@ -36,7 +42,7 @@ ID_LEN = 16
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileEntry:
     path: str  # relative, "/"-separated, normalised
     size: int  # plaintext bytes
@@ -58,6 +64,8 @@ class Manifest:
     packer: str
     chunk_size: int = CHUNK_SIZE
     files: list[FileEntry] = field(default_factory=list)
+    # (files list, its length, tree, dirs or None): rebuilt when files is replaced or changes length
+    _cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
         obj = {
@@ -99,21 +107,60 @@ class Manifest:
         files = obj.get("files")
         if not isinstance(files, list):
             raise ManifestError("manifest: files must be a list")
+        if len(files) > FILES_MAX:
+            raise ManifestError(f"manifest: {len(files)} files, over the limit of {FILES_MAX} files per "
+                                "package")
         m = cls(key_id=key_id, package_id=_hex(obj.get("package_id"), ID_LEN, "package_id"),
                 kdf=KdfParams.from_json(obj.get("kdf")),
                 key_check=_hex(obj.get("key_check"), 32, "key_check"),
                 wrapped_key=_hex(obj.get("wrapped_key"), WRAPPED_LEN, "wrapped_key"),
                 created=_str(obj, "created"), packer=_str(obj, "packer"), chunk_size=chunk_size,
                 files=[_entry(f) for f in files])
-        check_tree([f.path for f in m.files])
+        m.tree()  # no path listed twice, none both a file and a directory
         return m
 
     def total_size(self) -> int:
         return sum(f.size for f in self.files)
 
-    def dirs(self) -> set[str]:
-        """Every directory the file paths imply (the package records no other)."""
-        return {d for f in self.files for d in parent_dirs(f.path)}
+    def tree(self) -> Dir:
+        """The directory tree the file paths imply, built once in time linear in the paths' length.
+
+        Raises ManifestError for a path listed twice or one that is both a file and a directory.
+        """
+        cache = self._cache
+        if cache is None or cache[0] is not self.files or cache[1] != len(self.files):
+            cache = self._cache = (self.files, len(self.files), build_tree(self.files), None)
+        return cache[2]
+
+    def lookup(self, path: str) -> Dir | FileEntry | None:
+        """The directory ("" is the top) or file at ``path``; None if the manifest has neither."""
+        node = self.tree()
+        if path:
+            for name in path.split("/"):
+                node = node.entries.get(name) if type(node) is Dir else None
+                if node is None:
+                    return None
+        return node
+
+    def dirs(self) -> frozenset[str]:
+        """Every directory the file paths imply (the package records no other), without the top.
+
+        Each name is built once from its parent's; readers that walk the tree use tree() or
+        lookup() instead, which hold every name only once.
+        """
+        tree = self.tree()
+        if self._cache[3] is None:
+            out: list[str] = []
+            stack = [("", tree)]
+            while stack:
+                prefix, node = stack.pop()
+                for name, child in node.entries.items():
+                    if type(child) is Dir:
+                        path = prefix + name
+                        out.append(path)
+                        stack.append((path + "/", child))
+            self._cache = (*self._cache[:3], frozenset(out))
+        return self._cache[3]
 
 
 def _str(obj: dict, key: str) -> str:
@@ -148,37 +195,95 @@ def _entry(obj) -> FileEntry:
         raise ManifestError(f"manifest: {shown(path)}: size must be a non-negative integer")
     if type(mode) is not int or mode & ~0o1777:
         raise ManifestError(f"manifest: {shown(path)}: mode must hold permission bits only")
-    return FileEntry(path, size, mode, _hex(obj["id"], ID_LEN, f"{shown(path)}: id"))
+    try:
+        file_id = _hex(obj["id"], ID_LEN, "id")
+    except ManifestError:  # the path is shown only when needed: display() is slow per character
+        raise ManifestError(f"manifest: {shown(path)}: id must be {2 * ID_LEN} lowercase hex "
+                            "digits") from None
+    return FileEntry(path, size, mode, file_id)
+
+
+def path_limit_problem(path: str) -> str | None:
+    """What makes ``path`` exceed the reader's limits (depth, length), or None; linear in its length.
+
+    The packer asks the same question of every file it would pack.
+    """
+    depth = path.count("/") + 1
+    if depth > PATH_MAX_DEPTH:
+        return f"has {depth} components, over the limit of {PATH_MAX_DEPTH} (directories nested too deep)"
+    size = len(path.encode("utf-8", "surrogatepass"))  # a lone surrogate is refused by check_path
+    if size > PATH_MAX_BYTES:
+        return f"is {size} bytes long, over the limit of {PATH_MAX_BYTES} bytes of a path"
+    return None
+
+
+def brief(path: str, keep: int = 100) -> str:
+    """A possibly huge path for a message: at most ``keep`` characters of it, shown safely."""
+    text = display(path[:keep].encode("utf-8", "backslashreplace"))  # not yet checked for lone surrogates
+    return text if len(path) <= keep else f"{text}... ({len(path)} characters)"
+
+
+_BAD_PARTS = frozenset(("", ".", ".."))
 
 
 def check_path(path: str) -> None:
-    """A relative, normalised path that cannot leave the package or hide in its metadata."""
+    """A relative, normalised path within the limits that cannot leave the package or hide in its metadata."""
+    problem = path_limit_problem(path)
+    if problem is not None:
+        raise ManifestError(f"manifest: the path {brief(path)} {problem}")
     parts = path.split("/")
     if (not path or path.startswith("/") or posixpath.normpath(path) != path
-            or any(p in ("", ".", "..") for p in parts) or "\0" in path or not _is_utf8(path)):
+            or not _BAD_PARTS.isdisjoint(parts) or "\0" in path or not _is_utf8(path)):
         raise ManifestError(f"manifest: {path!r} is not a plain relative path")
     if parts[0] == META_DIR:
         raise ManifestError(f"manifest: {path!r} is inside the reserved {META_DIR}/ directory")
 
 
-def parent_dirs(path: str) -> list[str]:
-    """The parent directories of a path: "a/b/c" -> ["a", "a/b"]."""
-    parts = path.split("/")
-    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+class Dir:
+    """One directory of the package: its entries by name, each a :class:`Dir` or a :class:`FileEntry`."""
+
+    __slots__ = ("entries", "_names")
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Dir | FileEntry] = {}
+        self._names: list[str] | None = None
+
+    def names(self) -> list[str]:
+        """The entries' names sorted by their UTF-8 bytes (computed once)."""
+        if self._names is None:
+            self._names = sorted(self.entries, key=lambda n: n.encode("utf-8", "surrogateescape"))
+        return self._names
 
 
-def check_tree(paths: list[str]) -> None:
-    """No duplicates, and no path that is both a file and a directory."""
-    seen = set()
-    dirs = set()
-    for p in paths:
-        if p in seen:
-            raise ManifestError(f"manifest: {p!r} is listed twice")
-        seen.add(p)
-        dirs.update(parent_dirs(p))
-    both = seen & dirs
-    if both:
-        raise ManifestError(f"manifest: {sorted(both)[0]!r} is both a file and a directory")
+def build_tree(entries: Iterable, path=lambda e: e.path) -> Dir:
+    """The tree of the entries' paths, in one pass: each path is split once and walked from the top.
+
+    No path listed twice, no path both a file and a directory (``a`` and ``a/b``), and at most
+    DIRS_MAX directories. Time and memory are linear in the total length of the paths, however
+    deep they are, and each directory name is held once.
+    """
+    top = Dir()
+    dirs = 0
+    for entry in entries:
+        *parents, name = path(entry).split("/")
+        node = top
+        for i, part in enumerate(parents):
+            child = node.entries.get(part)
+            if child is None:
+                dirs += 1
+                if dirs > DIRS_MAX:
+                    raise ManifestError(f"manifest: the paths imply more than {DIRS_MAX} directories, the "
+                                        "limit of a package")
+                child = node.entries[part] = Dir()
+            elif type(child) is not Dir:
+                raise ManifestError(f"manifest: {'/'.join(parents[:i + 1])!r} is both a file and a directory")
+            node = child
+        old = node.entries.get(name)
+        if old is not None:
+            what = "is both a file and a directory" if type(old) is Dir else "is listed twice"
+            raise ManifestError(f"manifest: {path(entry)!r} {what}")
+        node.entries[name] = entry
+    return top
 
 
 def digest(manifest_raw: bytes) -> str:

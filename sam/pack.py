@@ -24,8 +24,21 @@ from cryptfs.core.progress import bar
 from . import __version__
 from . import keys as keymod
 from .content import PackageCodec, header
-from .errors import OutputError, PackageError
-from .manifest import CHUNK_SIZE, ID_LEN, MANIFEST_MAX, META_DIR, FileEntry, Manifest, digest, meta_paths
+from .errors import ManifestError, OutputError, PackageError
+from .manifest import (
+    CHUNK_SIZE,
+    FILES_MAX,
+    ID_LEN,
+    MANIFEST_MAX,
+    META_DIR,
+    PATH_MAX_DEPTH,
+    FileEntry,
+    Manifest,
+    build_tree,
+    digest,
+    meta_paths,
+    path_limit_problem,
+)
 
 SPAN_CHUNKS = 64  # chunks per job: 4 MiB with 64 KiB chunks
 DROP_BEHIND = 4  # spans: written output older than this is handed to writeback and dropped
@@ -79,6 +92,11 @@ def collect(model_dir: str, follow_symlinks: bool = True) -> list[Source]:
     _walk(model_dir, "", out, {_dev_ino(os.stat(model_dir))}, follow_symlinks)
     if not out:
         raise PackageError(f"model directory {model_dir} holds no files: nothing to pack")
+    try:
+        build_tree(out, lambda s: s.rel)  # the reader's own tree rules: the directory limit
+    except ManifestError as e:
+        raise PackageError(f"model directory {model_dir}: {str(e).removeprefix('manifest: ')}; readers "
+                           "refuse such a package: pack the model in parts") from None
     return out
 
 
@@ -91,6 +109,10 @@ def _walk(path: str, rel: str, out: list[Source], ancestors: set, follow: bool) 
         names = sorted(os.listdir(path))
     except OSError as e:
         raise PackageError(f"cannot list {path}: {e.strerror}") from None
+    if names and rel.count("/") >= PATH_MAX_DEPTH:  # what it holds would be deeper still
+        raise PackageError(f"{path}: nested {rel.count('/')} directories deep, and a path in a package has "
+                           f"at most {PATH_MAX_DEPTH} components (readers refuse deeper ones): "
+                           "flatten the model directory")
     for name in names:
         full = os.path.join(path, name)
         if not rel and name == META_DIR:
@@ -114,9 +136,21 @@ def _walk(path: str, rel: str, out: list[Source], ancestors: set, follow: bool) 
                 raise PackageError(f"{full}: a symlink loop (it leads back to a parent directory)")
             _walk(full, child + "/", out, ancestors | {_dev_ino(st)}, follow)
         elif stat.S_ISREG(st.st_mode):
+            _check_limits(full, child, len(out))
             out.append(Source(child, full, st.st_size, stat.S_IMODE(st.st_mode) & 0o1777, st.st_mtime_ns))
         else:
             raise PackageError(f"{full}: not a regular file or directory (a device, FIFO or socket)")
+
+
+def _check_limits(full: str, rel: str, count: int) -> None:
+    """Refuse what a reader would refuse (docs/sam-format.md §5.4), before anything is written."""
+    problem = path_limit_problem(rel)
+    if problem is not None:
+        raise PackageError(f"{full}: its path in the package {problem}; readers refuse such a package: "
+                           "shorten or flatten the model directory")
+    if count >= FILES_MAX:
+        raise PackageError(f"the model directory holds more than {FILES_MAX} files, the limit of a package "
+                           "(readers refuse more): pack the model in parts")
 
 
 def output_dir(key_id: str, parent: str | None) -> str:

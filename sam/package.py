@@ -14,14 +14,25 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
-from cryptfs.core.files import read_small_regular
 from cryptfs.core.source import OpenFile
 
 from . import keys as keymod
 from .content import MAGIC, PackageCodec
 from .errors import ChunkError, DigestMismatch, IntegrityError, ManifestError, PackageError, WrongKeyError
-from .manifest import HEADER_LEN, MANIFEST_MAX, META_DIR, FileEntry, Manifest, digest, meta_paths, shown
+from .manifest import (
+    HEADER_LEN,
+    MANIFEST_MAX,
+    META_DIR,
+    Dir,
+    FileEntry,
+    Manifest,
+    check_digest_syntax,
+    digest,
+    meta_paths,
+    shown,
+)
 
 
 @dataclass
@@ -34,7 +45,14 @@ class Package:
     manifest: Manifest
 
     @classmethod
-    def open(cls, root: str) -> Package:
+    def open(cls, root: str, expect_digest: str | None = None) -> Package:
+        """Read the manifest (at most MANIFEST_MAX bytes) and its MAC, check the pin, then parse.
+
+        With ``expect_digest`` (``sha256:...``) the digest of the raw manifest bytes is compared
+        *before* they are parsed: any other manifest, however large or hostile, is refused with
+        DigestMismatch (exit 13) having cost one SHA-256 pass. Parsing never sees it.
+        """
+        expected = None if expect_digest is None else check_digest_syntax(expect_digest, "expect_digest")
         if not os.path.exists(root):
             raise PackageError(f"package directory {root} does not exist")
         if not os.path.isdir(root):
@@ -49,16 +67,22 @@ class Package:
             mac_value = b""
         if len(mac_value) != 32:
             raise ManifestError(f"{mac_path}: not a 64-digit hex HMAC (the package is damaged)")
-        return cls(root, raw, mac_value, Manifest.from_bytes(raw))
+        actual = digest(raw)
+        _check_digest(actual, expected)
+        pkg = cls(root, raw, mac_value, Manifest.from_bytes(raw))
+        pkg.__dict__["digest"] = actual  # what the cached property would compute
+        return pkg
 
-    @property
+    @cached_property
     def digest(self) -> str:
         return digest(self.manifest_raw)
 
     def check_digest(self, expected: str | None) -> None:
-        if expected is not None and expected != self.digest:
-            raise DigestMismatch(f"package digest {self.digest} is not the expected {expected}: this is "
-                                 "another (possibly older) package; refusing to use it")
+        """Refuse this package unless its digest is ``expected`` (None: no pin).
+
+        Prefer ``Package.open(root, expect_digest=...)``, which checks before parsing.
+        """
+        _check_digest(self.digest, expected)
 
     def unlock(self, key: bytes, block_path: str = "auto") -> UnlockedPackage:
         m = self.manifest
@@ -75,10 +99,20 @@ class Package:
         return UnlockedPackage(self, codec)
 
 
+def _check_digest(actual: str, expected: str | None) -> None:
+    if expected is not None and expected != actual:
+        raise DigestMismatch(f"package digest {actual} is not the expected {expected}: this is "
+                             "another (possibly older) package; refusing to use it")
+
+
 def _read_small(path: str, limit: int, root: str) -> bytes:
-    """A small regular file (never blocks on a FIFO, never follows a symlink)."""
+    """A small regular file (never blocks on a FIFO, never follows a symlink).
+
+    Reads at most ``limit + 1`` bytes, and allocates for what the file holds, not for ``limit``:
+    a 1 KB manifest costs 1 KB, a hostile one at most the limit.
+    """
     try:
-        data = read_small_regular(path, limit)
+        data = _read_regular(path, limit)
     except FileNotFoundError:
         raise ManifestError(f"{root} is not a sam package: {os.path.relpath(path, root)} is missing "
                             "(pack a model with 'python -m sam pack')") from None
@@ -89,6 +123,26 @@ def _read_small(path: str, limit: int, root: str) -> bytes:
     if len(data) > limit:
         raise ManifestError(f"{path} is larger than {limit} bytes: not a sam manifest")
     return data
+
+
+def _read_regular(path: str, limit: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        want = min(st.st_size, limit) + 1  # one byte more: a file that grew is still caught
+        data = os.read(fd, want)
+        if len(data) < want:  # a short read (or a file that grew): read on, up to limit + 1 in all
+            chunks = [data]
+            left = limit + 1 - len(data)
+            while left > 0 and (more := os.read(fd, min(left, 1 << 20))):
+                chunks.append(more)
+                left -= len(more)
+            data = b"".join(chunks)
+        return data
+    finally:
+        os.close(fd)
 
 
 class PlainFile(OpenFile):
@@ -136,6 +190,7 @@ class UnlockedPackage:
         self.manifest = package.manifest
         self.codec = codec
         self.by_path = {f.path: f for f in self.manifest.files}
+        self._by_id: dict[bytes, str] | None = None
 
     def cipher_path(self, rel: str) -> str:
         return os.path.join(self.root, *rel.split("/"))
@@ -153,9 +208,17 @@ class UnlockedPackage:
         if head[: len(MAGIC)] != MAGIC:
             raise IntegrityError(f"{shown(entry.path)}: no sam file header (replaced by another file)")
         if head[len(MAGIC):] != entry.file_id:
-            other = next((f.path for f in self.manifest.files if f.file_id == head[len(MAGIC):]), None)
+            other = self._path_of_id(head[len(MAGIC):])
             hint = f" (it is the content of {shown(other)}: files were swapped)" if other else ""
             raise IntegrityError(f"{shown(entry.path)}: file ID differs from the manifest{hint}")
+
+    def _path_of_id(self, file_id: bytes) -> str | None:
+        """The manifest path with this file ID (a dict built on first use: many swapped files stay linear)."""
+        if self._by_id is None:
+            self._by_id = {}
+            for f in self.manifest.files:
+                self._by_id.setdefault(f.file_id, f.path)
+        return self._by_id.get(file_id)
 
     def open(self, rel: str) -> PlainFile:
         entry = self.by_path.get(rel)
@@ -165,18 +228,18 @@ class UnlockedPackage:
 
     def extra_paths(self) -> list[str]:
         """Files and symlinks on disk that the manifest does not list (added after packing)."""
-        dirs = self.manifest.dirs()
         extra = []
         for dirpath, dirnames, filenames in os.walk(self.root):
             rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
             rel_dir = "" if rel_dir == "." else rel_dir + "/"
+            node = self.manifest.lookup(rel_dir[:-1])  # a directory of the manifest: others are pruned
             if not rel_dir:
                 dirnames[:] = [d for d in dirnames if d != META_DIR]
             for d in list(dirnames):
-                if (rel_dir + d) not in dirs:
+                if type(node.entries.get(d)) is not Dir:
                     dirnames.remove(d)
                     extra.append(rel_dir + d + "/")
-            extra.extend(rel_dir + n for n in filenames if (rel_dir + n) not in self.by_path)
+            extra.extend(rel_dir + n for n in filenames if type(node.entries.get(n)) is not FileEntry)
         return sorted(extra)
 
     def check_files(self) -> None:

@@ -12,6 +12,7 @@ import stat
 
 from cryptfs.core.source import DirEntry, MountSource
 
+from .manifest import Dir
 from .package import PlainFile, UnlockedPackage
 
 
@@ -19,13 +20,7 @@ class PackageSource(MountSource):
     def __init__(self, pkg: UnlockedPackage):
         self.pkg = pkg
         self.root = pkg.root
-        dirs = pkg.manifest.dirs()
-        self._children: dict[str, list[str]] = {d: [] for d in dirs | {""}}
-        for path in [*dirs, *pkg.by_path]:
-            parent, _, name = path.rpartition("/")
-            self._children[parent].append(name)
-        for names in self._children.values():
-            names.sort(key=lambda n: n.encode())
+        self._lookup = pkg.manifest.lookup  # the manifest's tree: each name held once, however deep
 
     @property
     def block_path(self) -> str:
@@ -37,26 +32,26 @@ class PackageSource(MountSource):
 
     def lstat(self, rel: bytes) -> os.stat_result:
         key = self._key(rel)
-        entry = self.pkg.by_path.get(key)
-        if entry is None and key not in self._children:
+        node = self._lookup(key)
+        if node is None:
             raise FileNotFoundError(errno.ENOENT, "not in the package manifest", key)
         st = os.lstat(self.pkg.cipher_path(key) if key else self.root)
-        if entry is None:
+        if type(node) is Dir:
             if not stat.S_ISDIR(st.st_mode):
                 raise FileNotFoundError(errno.ENOENT, "not a directory in the package", key)
             mode = stat.S_IFDIR | (stat.S_IMODE(st.st_mode) & 0o7555)
             return _with(st, mode, st.st_size)
-        return _with(st, stat.S_IFREG | entry.mode, entry.size)
+        return _with(st, stat.S_IFREG | node.mode, node.size)
 
     def readdir(self, rel: bytes) -> list[DirEntry]:
         """The manifest's entries of a directory that exist on disk, with type and inode."""
         key = self._key(rel)
-        names = self._children.get(key)
-        if names is None:
+        node = self._lookup(key)
+        if type(node) is not Dir:
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", key)
         base = self.pkg.cipher_path(key) if key else self.root
         out = []
-        for n in names:
+        for n in node.names():
             try:
                 st = os.lstat(os.path.join(base, n))
             except OSError:
