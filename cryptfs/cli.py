@@ -7,9 +7,9 @@ import os
 import sys
 
 from . import __version__, exitcodes
-from .config import SCRYPT_LOGN_DEFAULT, ConfFile, FsParams
+from .config import SCRYPT_LOGN_DEFAULT, SCRYPT_LOGN_MAX, SCRYPT_LOGN_MIN, ConfFile, FsParams
 from .core import chunks, options
-from .core.argv import UsageParser, run_main
+from .core.argv import UsageParser, prog_name, run_main
 from .core.hardening import protect_process
 from .core.text import display
 from .cryptocore import GCM, SIV, XCHACHA
@@ -34,12 +34,18 @@ def _unlock_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="gocryptfs.conf elsewhere than CIPHERDIR")
 
 
+def _no_holes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-holes", dest="holes", action="store_false",
+                   help="an all-zero cipher block is a tampered block (EIO / exit 26), not 4 KiB of zeros "
+                        "as gocryptfs serves it (model files are not sparse; agent run always sets it)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m cryptfs",
+    parser = _Parser(prog=prog_name("cryptfs"),
                      description="Read and write gocryptfs v2 encrypted directories.")
     parser.add_argument("--version", action="version", version=f"cryptfs {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -50,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("outdir", metavar="OUTDIR", help="created if missing; must be empty")
     _unlock_args(p)
     options.add_block_path_argument(p)
+    _no_holes(p)
+    p.add_argument("--keep-external-links", action="store_true",
+                   help="also write symlinks whose target is absolute or leaves the tree (skipped with a "
+                        "warning by default; the mount never serves them)")
     _common(p)
 
     p = sub.add_parser("encrypt", help="encrypt PLAINDIR into a new gocryptfs directory")
@@ -60,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--extpass", action="append", metavar="CMD")
     p.add_argument("--config", metavar="FILE", help="write gocryptfs.conf here instead")
     p.add_argument("--scryptn", type=int, default=SCRYPT_LOGN_DEFAULT, metavar="N",
-                   help=f"scrypt cost as log2(N), 10..28 (default {SCRYPT_LOGN_DEFAULT})")
+                   help=f"scrypt cost as log2(N), {SCRYPT_LOGN_MIN}..{SCRYPT_LOGN_MAX} (default "
+                        f"{SCRYPT_LOGN_DEFAULT}; readers refuse more than 1 GiB of scrypt memory)")
     p.add_argument("--xchacha", action="store_true", help="XChaCha20-Poly1305 content encryption")
     p.add_argument("--aessiv", action="store_true", help="AES-SIV content encryption")
     p.add_argument("--deterministic-names", action="store_true", help="no per-directory IVs")
@@ -69,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hash encrypted names longer than N characters (62..255, default 255)")
     p.add_argument("-L", "--dereference", action="store_true",
                    help="follow symlinks and encrypt what they point to")
+    p.add_argument("--keep-external-links", action="store_true",
+                   help="store symlinks that point outside PLAINDIR as they are (refused by default: "
+                        "the mount does not serve them)")
     _common(p)
 
     p = sub.add_parser("info", help="show the configuration of CIPHERDIR (no secrets)")
@@ -80,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     _unlock_args(p)
     options.add_arguments(p)
+    _no_holes(p)
 
     p = sub.add_parser("unmount", help="unmount a cryptfs (or any FUSE) mount")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
@@ -108,14 +123,14 @@ def _mib(n: int) -> str:
 def _open(args):
     """The unlocked tree for decrypt, fsck and mount (password or master key, --block-path)."""
     keys = KeySource(args.passfile, args.extpass, args.masterkey)
-    return open_tree(args.cipherdir, keys, args.config, args.block_path)
+    return open_tree(args.cipherdir, keys, args.config, args.block_path, getattr(args, "holes", True))
 
 
 def cmd_decrypt(args) -> int:
     from .decrypt import decrypt_tree
 
     tree = _open(args)
-    stats = decrypt_tree(tree, args.outdir, _progress(args))
+    stats = decrypt_tree(tree, args.outdir, _progress(args), keep_external_links=args.keep_external_links)
     if not args.quiet:
         print(f"decrypted {stats.files} files ({_mib(stats.plain_bytes)}), {stats.dirs} directories, "
               f"{stats.symlinks} symlinks into {_path(args.outdir)}")
@@ -141,11 +156,12 @@ def cmd_encrypt(args) -> int:
     from .encrypt import encrypt_tree
 
     params = _params(args)
-    if not 10 <= args.scryptn <= 28:
-        raise UsageError("--scryptn takes log2(N) between 10 and 28 (default 16)")
+    if not SCRYPT_LOGN_MIN <= args.scryptn <= SCRYPT_LOGN_MAX:
+        raise UsageError(f"--scryptn takes log2(N) between {SCRYPT_LOGN_MIN} and {SCRYPT_LOGN_MAX} "
+                         f"(default {SCRYPT_LOGN_DEFAULT})")
     password = KeySource(args.passfile, args.extpass).password(confirm=True)
     stats = encrypt_tree(args.plaindir, args.cipherdir, password, params, args.scryptn,
-                         args.dereference, _progress(args), args.config)
+                         args.dereference, _progress(args), args.config, args.keep_external_links)
     if not args.quiet:
         print(f"encrypted {stats.files} files ({_mib(stats.plain_bytes)}), {stats.dirs} directories, "
               f"{stats.symlinks} symlinks into {_path(args.cipherdir)} ({' '.join(params.flags())})")
@@ -202,15 +218,22 @@ def _content_name(params: FsParams) -> str:
 def cmd_fsck(args) -> int:
     from .fsck import fsck
 
+    args.holes = False  # all-zero blocks are listed as warnings
     tree = _open(args)
-    report = fsck(tree, _progress(args), on_problem=lambda m: print(f"fsck: {m}", flush=True))
-    summary = (f"checked {report.files} files, {report.dirs} directories, {report.symlinks} symlinks: ")
+    report = fsck(tree, _progress(args), on_problem=lambda m: print(f"fsck: {m}", flush=True),
+                  on_warning=lambda m: print(f"fsck: warning: {m}", flush=True))
+    summary = f"checked {report.files} files, {report.dirs} directories, {report.symlinks} symlinks: "
+    warned = f", {_count(len(report.warnings), 'warning')}" if report.warnings else ""
     if report.problems:
-        print(summary + f"{len(report.problems)} problems found", file=sys.stderr)
+        print(summary + f"{_count(len(report.problems), 'problem')} found{warned}", file=sys.stderr)
         return exitcodes.INTEGRITY
     if not args.quiet:
-        print(summary + "no problems found")
+        print(summary + f"no problems found{warned}")
     return exitcodes.OK
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 COMMANDS = {"decrypt": cmd_decrypt, "encrypt": cmd_encrypt, "info": cmd_info, "fsck": cmd_fsck,

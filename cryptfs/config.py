@@ -1,8 +1,9 @@
 """gocryptfs.conf: parse, validate, unlock the master key, and write a new one.
 
-The JSON layout, feature flags and scrypt bounds follow gocryptfs v2.4 (see
-docs and ``shared/specs/gocryptfs-format.md`` §2). We refuse what we cannot honour
-(FIDO2, unknown flags, pre-v0.7 formats) with a message that says why.
+The JSON layout and feature flags follow gocryptfs v2.4 (its ``internal/configfile``). We
+refuse what we cannot honour (FIDO2, unknown flags, pre-v0.7 formats) with a message that says
+why, and scrypt costs above the readers' cap (:mod:`cryptfs.core.kdf`): the file comes from
+storage an attacker may edit, so its KDF must not become a denial of service.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from . import __version__, cryptocore
+from .core.files import read_small_regular
+from .core.kdf import scrypt_cost_problem
 from .cryptocore import AuthError, GcmAead
 from .errors import ConfigError, WrongPasswordError
 from .names import LONGNAME_MAX_DEFAULT, LONGNAME_MAX_MIN
@@ -37,11 +40,11 @@ KNOWN_FLAGS = (HKDF, GCMIV128, DIRIV, EMENAMES, LONGNAMES, RAW64, LONGNAMEMAX, P
 
 SCRYPT_LOGN_DEFAULT = 16
 SCRYPT_LOGN_MIN = 10
-SCRYPT_LOGN_MAX = 28
+SCRYPT_LOGN_MAX = 20  # gocryptfs writes up to 28; our readers cap memory at 1 GiB (N=2^20, r=8)
 SCRYPT_MIN_R = 8
 SCRYPT_MIN_P = 1
-SCRYPT_MAX_MEM = 1 << 36  # 64 GiB: beyond this a config is a denial of service, not a KDF
 SALT_MIN = 32
+CONF_MAX = 1 << 20  # a real gocryptfs.conf is ~400 bytes
 
 
 @dataclass(frozen=True)
@@ -100,12 +103,14 @@ class ScryptParams:
     def validate(self) -> None:
         if len(self.salt) < SALT_MIN:
             raise ConfigError(f"scrypt salt has {len(self.salt)} bytes, at least {SALT_MIN} are required")
-        if self.n < (1 << SCRYPT_LOGN_MIN) or self.n > (1 << SCRYPT_LOGN_MAX) or self.n & (self.n - 1):
+        if self.n < (1 << SCRYPT_LOGN_MIN) or self.n > (1 << 28) or self.n & (self.n - 1):
             raise ConfigError(f"scrypt N={self.n} is not a power of two between 2^10 and 2^28")
         if self.r < SCRYPT_MIN_R or self.p < SCRYPT_MIN_P:
             raise ConfigError(f"scrypt R={self.r} P={self.p} are below gocryptfs' minimum (R>=8, P>=1)")
-        if 128 * self.r * max(self.n, self.p) > SCRYPT_MAX_MEM:
-            raise ConfigError(f"scrypt N={self.n} R={self.r} would need more than 64 GiB of memory")
+        problem = scrypt_cost_problem(self.n, self.r, self.p)
+        if problem:
+            raise ConfigError(f"{problem}: refused (a gocryptfs.conf from untrusted storage must not "
+                              "exhaust the machine; re-create the filesystem with -scryptn 20 or less)")
         if self.keylen != 32:
             raise ConfigError(f"scrypt KeyLen={self.keylen}; gocryptfs only works with 32")
 
@@ -147,14 +152,16 @@ class ConfFile:
 
     @classmethod
     def load(cls, path: str) -> ConfFile:
+        """Read and validate; a FIFO, device or directory in its place is refused, never waited on."""
         try:
-            with open(path, "rb") as f:
-                data = f.read(1 << 20)
+            data = read_small_regular(path, CONF_MAX, follow=True)
         except FileNotFoundError:
             raise ConfigError(f"{path} not found: is this a gocryptfs directory? "
                               "(give --config, or --masterkey to work without it)") from None
         except OSError as e:
             raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        if len(data) > CONF_MAX:
+            raise ConfigError(f"{path} is larger than {CONF_MAX >> 20} MiB: not a gocryptfs.conf")
         return cls.parse(data, path)
 
     @classmethod
@@ -165,6 +172,8 @@ class ConfFile:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        except (RecursionError, MemoryError):
+            raise ConfigError(f"{path} is nested too deeply or too large to be a gocryptfs.conf") from None
         if not isinstance(obj, dict):
             raise ConfigError(f"{path} is not a JSON object")
         o = _lower_keys(obj)
@@ -259,7 +268,12 @@ class ConfFile:
         try:
             return self._wrap_aead(kek).open(self.encrypted_key, bytes(8))
         except AuthError:
-            raise WrongPasswordError("password incorrect: it does not unlock this filesystem") from None
+            hint = ""
+            if password.endswith(b"\r"):
+                hint = (" (it ends with a carriage return: was the secret saved with Windows line endings? "
+                        "store it without the trailing \\r)")
+            raise WrongPasswordError(f"password incorrect: it does not unlock this filesystem{hint}") \
+                from None
 
     @classmethod
     def create(cls, password: bytes, master_key: bytes, params: FsParams,

@@ -20,10 +20,15 @@ FILE_ID_LEN = 16
 PLAIN_BS = 4096
 
 
-def layout(aead: Aead) -> ChunkLayout:
-    """gocryptfs blocks: AAD = be64 block number | file ID; all-zero blocks are holes."""
+def layout(aead: Aead, holes: bool = True) -> ChunkLayout:
+    """gocryptfs blocks: AAD = be64 block number | file ID.
+
+    gocryptfs serves a full all-zero cipher block as a hole (4 KiB of zeros); it carries no
+    tag, so anyone who can write the storage can zero a block unnoticed. Model files are not
+    sparse: with ``holes=False`` such a block is a tampered block (the mount answers EIO).
+    """
     return ChunkLayout(header_len=HEADER_LEN, plain_bs=PLAIN_BS, nonce_len=aead.nonce_len,
-                       overhead=aead.overhead, zero_is_hole=True, last_flag=False)
+                       overhead=aead.overhead, zero_is_hole=holes, last_flag=False)
 
 
 def block_aad(block_no: int, file_id: bytes) -> bytes:
@@ -53,11 +58,12 @@ def new_header() -> tuple[bytes, bytes]:
 class ContentCodec:
     """gocryptfs' size rules and header over the chunk layer, for one filesystem's content cipher."""
 
-    def __init__(self, aead: Aead, block_path: str = "auto"):
+    def __init__(self, aead: Aead, block_path: str | None = "auto", holes: bool = True):
         self.aead = aead
         self.overhead = aead.overhead
         self.cipher_bs = PLAIN_BS + aead.overhead
-        self.chunks = ChunkCodec(layout(aead), aead, block_path=block_path, error=BlockError)
+        self.holes = holes
+        self.chunks = ChunkCodec(layout(aead, holes), aead, block_path=block_path, error=BlockError)
 
     @property
     def block_path(self) -> str:

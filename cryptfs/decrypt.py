@@ -3,7 +3,10 @@
 Files are written under a temporary name and renamed when complete; on any failure
 (authentication, I/O, Ctrl-C) everything this run created is removed, so no output is
 ever left looking complete. Undecryptable names are skipped with a warning, as gocryptfs
-hides them; ``cryptfs fsck`` lists them.
+hides them; ``cryptfs fsck`` lists them. A symlink whose target is absolute or leaves the
+tree is not written (a warning names it) unless ``keep_external_links`` (``cryptfs decrypt
+--keep-external-links``, for a byte-exact copy of a general gocryptfs tree); with
+``special_files=False`` (agent run's copy mode) no FIFO is written either.
 """
 
 from __future__ import annotations
@@ -12,7 +15,14 @@ import os
 import stat
 from dataclasses import dataclass
 
-from .core.files import TreeStats, is_inside, prepare_empty_dir, remove_created, set_times_and_mode
+from .core.files import (
+    TreeStats,
+    is_inside,
+    link_stays_inside,
+    prepare_empty_dir,
+    remove_created,
+    set_times_and_mode,
+)
 from .core.progress import bar, warn
 from .core.text import show
 from .errors import OutputError
@@ -46,8 +56,11 @@ def walk(tree: CipherTree, rel: bytes = b"", on_problem=None) -> list[Item]:
 
 
 class TreeExporter:
-    def __init__(self, tree: CipherTree, outdir: str, progress: bool | None = None):
+    def __init__(self, tree: CipherTree, outdir: str, progress: bool | None = None,
+                 special_files: bool = True, keep_external_links: bool = False):
         self.tree = tree
+        self.special_files = special_files
+        self.keep_external_links = keep_external_links
         self.out = os.fsencode(os.path.abspath(outdir))
         self.progress = progress
         self.stats = TreeStats()
@@ -67,18 +80,27 @@ class TreeExporter:
                 elif stat.S_ISREG(mode):
                     self._file(item, dst, progress)
                 elif stat.S_ISLNK(mode):
-                    os.symlink(self.tree.readlink(item.rel), dst)
-                    set_times_and_mode(dst, item.st, is_link=True)
-                    self.stats.symlinks += 1
-                elif stat.S_ISFIFO(mode):
+                    self._symlink(item, dst)
+                elif stat.S_ISFIFO(mode) and self.special_files:
                     os.mkfifo(dst, stat.S_IMODE(mode))
                     set_times_and_mode(dst, item.st)
                 else:
-                    warn(f"{show(item.rel)}: skipped (device or socket)")
+                    kind = "FIFO" if stat.S_ISFIFO(mode) else "device or socket"
+                    warn(f"{show(item.rel)}: skipped ({kind})")
                     self.stats.skipped += 1
         for dst, st in reversed(dirs):  # children first, so their writes do not bump mtimes
             set_times_and_mode(dst, st)
         return self.stats
+
+    def _symlink(self, item: Item, dst: bytes) -> None:
+        target = self.tree.readlink(item.rel)
+        if not self.keep_external_links and not link_stays_inside(item.rel, target):
+            warn(f"{show(item.rel)}: skipped (symlink to {show(target)[1:]} leaves the tree)")
+            self.stats.skipped += 1
+            return
+        os.symlink(target, dst)
+        set_times_and_mode(dst, item.st, is_link=True)
+        self.stats.symlinks += 1
 
     def _hidden(self, problem) -> None:
         self.stats.hidden += 1
@@ -130,12 +152,13 @@ def _temp_file(directory: bytes) -> tuple[bytes, int]:
             continue
 
 
-def decrypt_tree(tree: CipherTree, outdir: str, progress: bool | None = None) -> TreeStats:
+def decrypt_tree(tree: CipherTree, outdir: str, progress: bool | None = None,
+                 special_files: bool = True, keep_external_links: bool = False) -> TreeStats:
     if is_inside(outdir, os.fsdecode(tree.root)):
         raise OutputError(f"OUTDIR {outdir} is inside CIPHERDIR: choose another place")
     created = prepare_empty_dir(outdir, OutputError, "OUTDIR")
     try:
-        return TreeExporter(tree, outdir, progress).run()
+        return TreeExporter(tree, outdir, progress, special_files, keep_external_links).run()
     except BaseException:
         remove_created(outdir, created)
         raise

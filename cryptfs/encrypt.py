@@ -17,6 +17,7 @@ from .config import ConfFile, FsParams
 from .content import PLAIN_BS, new_header
 from .core.files import TreeStats, is_inside, prepare_empty_dir, remove_created, set_times_and_mode
 from .core.progress import bar, warn
+from .core.text import display
 from .errors import CipherDirError, CryptfsError, UsageError
 from .tree import CipherTree
 
@@ -50,12 +51,13 @@ def hole_blocks(ranges: list[tuple[int, int]], size: int) -> set[int]:
 
 class TreeWriter:
     def __init__(self, plaindir: str, cipherdir: str, params: FsParams, master_key: bytes,
-                 dereference: bool = False, progress: bool | None = None):
+                 dereference: bool = False, progress: bool | None = None, keep_external_links: bool = False):
         self.plaindir = os.path.abspath(plaindir)
         self.tree = CipherTree(cipherdir, params, master_key)
         self.codec = self.tree.content
         self.params = params
         self.dereference = dereference
+        self.keep_external_links = keep_external_links or dereference  # -L: only broken links remain
         self.progress = progress
         self.stats = TreeStats()
         self._bar = None
@@ -134,8 +136,14 @@ class TreeWriter:
         target = os.readlink(os.fsencode(src))
         resolved = os.path.join(os.path.dirname(src), os.fsdecode(target))
         if os.path.isabs(target) or not is_inside(resolved, self.plaindir):
-            warn(f"{src} -> {os.fsdecode(target)} points outside {self.plaindir}; it is stored as a "
-                 "symlink and will not resolve inside the encrypted tree (use -L to copy its target)")
+            where = f"{display(src)} -> {display(target)} points outside {display(self.plaindir)}"
+            if not self.keep_external_links:
+                raise UsageError(f"{where}: the encrypted tree would hold a link the mount refuses to serve "
+                                 "(a Hugging Face snapshot links into ../../blobs). Give -L (--dereference) "
+                                 "to encrypt what it points to, or --keep-external-links to store the link "
+                                 "as it is")
+            warn(f"{where}; stored as a symlink (--keep-external-links): the mount and decrypt will "
+                 "refuse it")
         path = self._disk_path(cdir, name)
         os.symlink(self.encrypt_symlink(target), path)
         set_times_and_mode(path, st, is_link=True)
@@ -210,7 +218,7 @@ def _tree_bytes(top: str, follow: bool) -> int:
 
 def encrypt_tree(plaindir: str, cipherdir: str, password: bytes, params: FsParams, logn: int,
                  dereference: bool = False, progress: bool | None = None,
-                 config: str | None = None) -> TreeStats:
+                 config: str | None = None, keep_external_links: bool = False) -> TreeStats:
     if not os.path.isdir(plaindir):
         raise CipherDirError(f"{plaindir}: no such directory (PLAINDIR must be a directory)")
     if is_inside(cipherdir, plaindir):
@@ -220,7 +228,8 @@ def encrypt_tree(plaindir: str, cipherdir: str, password: bytes, params: FsParam
     try:
         master_key = os.urandom(32)
         conf = ConfFile.create(password, master_key, params, logn)
-        stats = TreeWriter(plaindir, cipherdir, params, master_key, dereference, progress).run()
+        stats = TreeWriter(plaindir, cipherdir, params, master_key, dereference, progress,
+                           keep_external_links).run()
         _write_conf(conf_path, conf.dumps())
     except BaseException as e:
         remove_created(cipherdir, created)

@@ -1,4 +1,9 @@
-"""fsck: authenticate every name, dir IV, symlink and content block, and list each problem."""
+"""fsck: authenticate every name, dir IV, symlink and content block, and list each problem.
+
+Warnings are what gocryptfs accepts but a model tree should not contain: an all-zero cipher
+block (served as a hole, with no tag to say it was written that way) and a file whose few
+bytes on disk hold no header (it reads as empty). They do not change the exit code.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import stat
 from dataclasses import dataclass, field
 
 from .content import HEADER_LEN, PLAIN_BS
-from .core.files import tree_bytes
+from .core.files import link_stays_inside, tree_bytes
 from .core.progress import bar
 from .core.text import show
 from .errors import BadNameError, BlockError
@@ -16,9 +21,13 @@ from .tree import CipherTree, PlainFile
 CHUNK = 1 << 20
 
 
+HOLE_REASON = "all-zero block"
+
+
 @dataclass
 class FsckReport:
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     files: int = 0
     dirs: int = 0
     symlinks: int = 0
@@ -29,11 +38,17 @@ class FsckReport:
 
 
 class Checker:
-    def __init__(self, tree: CipherTree, progress: bool | None = None, on_problem=None):
+    def __init__(self, tree: CipherTree, progress: bool | None = None, on_problem=None, on_warning=None):
         self.tree = tree
         self.report = FsckReport()
         self.progress = progress
         self._on_problem = on_problem
+        self._on_warning = on_warning
+
+    def _warning(self, message: str) -> None:
+        self.report.warnings.append(message)
+        if self._on_warning:
+            self._on_warning(message)
 
     def _problem(self, message: str) -> None:
         self.report.add(message)
@@ -72,15 +87,19 @@ class Checker:
     def _symlink(self, rel: bytes, cpath: bytes) -> None:
         self.report.symlinks += 1
         try:
-            self.tree.readlink_cipher(cpath, rel)
+            target = self.tree.readlink_cipher(cpath, rel)
         except BlockError as e:
             self._problem(str(e))
+            return
+        if not link_stays_inside(rel, target):
+            self._problem(f"{show(rel)}: symlink to {show(target)[1:]} leaves the tree: the mount and "
+                          "decrypt refuse it (re-encrypt with -L to store what it points to)")
 
     def _file(self, rel: bytes, cipher_size: int) -> None:
         self.report.files += 1
         if 0 < cipher_size <= HEADER_LEN:
-            self._problem(f"{show(rel)}: only {cipher_size} bytes on disk (a truncated header): "
-                          "reads as an empty file")
+            self._warning(f"{show(rel)}: only {cipher_size} bytes on disk, no header: reads as an empty "
+                          "file (gocryptfs' rule; truncated?)")
             self._bar.update(cipher_size)
             return
         try:
@@ -113,9 +132,14 @@ class Checker:
             try:
                 f.read_into(pos, block)
             except BlockError as e:
-                self._problem(str(e))
+                if e.reason.startswith(HOLE_REASON):
+                    self._warning(f"{show(f.rel)}: block {e.block_no} is all zeros: gocryptfs serves it as a "
+                                  "hole of zeros, 'cryptfs mount --no-holes' and agent run refuse it")
+                else:
+                    self._problem(str(e))
         return length
 
 
-def fsck(tree: CipherTree, progress: bool | None = None, on_problem=None) -> FsckReport:
-    return Checker(tree, progress, on_problem).run()
+def fsck(tree: CipherTree, progress: bool | None = None, on_problem=None, on_warning=None) -> FsckReport:
+    """Check every entry. Open ``tree`` with ``holes=False`` to see all-zero blocks as warnings."""
+    return Checker(tree, progress, on_problem, on_warning).run()

@@ -8,6 +8,7 @@ exceptions to errno values.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from . import names as nm
 from .config import ConfFile, FsParams
 from .content import ContentCodec
+from .core.files import read_small_regular
 from .core.source import DirEntry, MountSource, OpenFile
 from .core.text import display, show
 from .cryptocore import AuthError, content_aead, eme_key
@@ -39,12 +41,13 @@ class Problem:
 
 
 class CipherTree(MountSource):
-    def __init__(self, cipherdir: str | bytes, params: FsParams, master_key: bytes, block_path: str = "auto"):
+    def __init__(self, cipherdir: str | bytes, params: FsParams, master_key: bytes,
+                 block_path: str | None = "auto", holes: bool = True):
         self.root = os.fsencode(os.path.abspath(os.fsdecode(cipherdir)))
         self.params = params
         key = None if params.plaintext_names else eme_key(master_key, params.hkdf)
         self.names = NameCodec(key, params.raw64, params.longnamemax)
-        self.content = ContentCodec(content_aead(params.content, master_key, params.hkdf), block_path)
+        self.content = ContentCodec(content_aead(params.content, master_key, params.hkdf), block_path, holes)
         self._symlink_aead = self.content.aead
         self._diriv: dict[bytes, bytes] = {}
 
@@ -58,10 +61,13 @@ class CipherTree(MountSource):
         if iv is None:
             path = os.path.join(cipher_dir, nm.DIRIV_NAME)
             try:
-                with open(path, "rb") as f:
-                    iv = nm.check_diriv(f.read(nm.DIRIV_LEN + 1))
-            except FileNotFoundError:
+                iv = nm.check_diriv(read_small_regular(path, nm.DIRIV_LEN))
+            except (FileNotFoundError, NotADirectoryError):
+                _check_is_dir(cipher_dir)  # a path below a missing directory or a file: ENOENT/ENOTDIR
                 raise BadNameError(f"{display(path)} is missing: the directory cannot be "
+                                   "decrypted") from None
+            except OSError as e:  # a FIFO, device or symlink in its place: refused, never waited on
+                raise BadNameError(f"{display(path)}: unreadable ({e.strerror}): the directory cannot be "
                                    "decrypted") from None
             except BadName as e:
                 raise BadNameError(f"{display(path)}: {e}") from None
@@ -91,8 +97,7 @@ class CipherTree(MountSource):
             return self.names.decrypt(disk, iv)
         sidecar = os.path.join(cipher_dir, disk + nm.LONGNAME_SUFFIX)
         try:
-            with open(sidecar, "rb") as f:
-                encoded = f.read(nm.SIDECAR_MAX + 1)
+            encoded = read_small_regular(sidecar, nm.SIDECAR_MAX)
         except OSError as e:
             raise BadName(f"long-name sidecar unreadable ({e.strerror})") from None
         if not encoded or len(encoded) > nm.SIDECAR_MAX:
@@ -179,9 +184,13 @@ class PlainFile(OpenFile):
         self.tree = tree
         self.rel = rel
         self.cipher_path = tree.cipher_path(rel)
-        self.fd = os.open(self.cipher_path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO put in place of a file must not block the open (refused below)
+        self.fd = os.open(self.cipher_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            self.cipher_size = os.fstat(self.fd).st_size
+            st = os.fstat(self.fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file in the cipher directory", show(rel))
+            self.cipher_size = st.st_size
             self.plain_size = tree.content.plain_size(self.cipher_size)
             self.file_id = tree.content.read_file_id(self.fd)
         except BlockError as e:
@@ -212,48 +221,67 @@ def check_cipherdir(cipherdir: str) -> None:
 
 
 def open_tree(cipherdir: str, keys: KeySource, config: str | None = None,
-              block_path: str = "auto") -> CipherTree:
-    """Load the config, get the key from ``keys`` and return the unlocked tree."""
+              block_path: str | None = "auto", holes: bool = True) -> CipherTree:
+    """Load the config, get the key from ``keys`` and return the unlocked tree.
+
+    ``holes=False`` refuses all-zero cipher blocks (EIO / BlockError) instead of serving zeros.
+    """
     check_cipherdir(cipherdir)
     conf_path = conf_path_for(cipherdir, config)
     master_key = keys.master_key()
     if master_key is None:
         conf = ConfFile.load(conf_path)
-        return CipherTree(cipherdir, conf.params, conf.unlock(keys.password()), block_path)
+        return CipherTree(cipherdir, conf.params, conf.unlock(keys.password()), block_path, holes)
     try:
         params = ConfFile.load(conf_path).params
     except ConfigError:
         if config or os.path.exists(conf_path):
             raise
         params = FsParams()  # no config: gocryptfs' -masterkey defaults
-    tree = CipherTree(cipherdir, params, master_key, block_path)
+    tree = CipherTree(cipherdir, params, master_key, block_path, holes)
     probe_master_key(tree)
     return tree
+
+
+def _check_is_dir(cipher_dir: bytes) -> None:
+    st = os.lstat(cipher_dir)  # FileNotFoundError propagates: the path does not exist
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", display(cipher_dir))
+
+
+PROBE_FILES = 3  # authenticated blocks read to confirm a master key
 
 
 def probe_master_key(tree: CipherTree) -> None:
     """A wrong --masterkey decrypts nothing: say so instead of reporting tampering later.
 
-    Encrypted names are the evidence; with plaintext names, the first block of the first
-    non-empty file in the root is.
+    Encrypted names are weak evidence (a wrong key gives valid padding for about one name in
+    256), so the verdict comes from authenticated data: the first block of up to three
+    non-empty files in the root. With most names failing, or every probed block failing, the
+    key is wrong.
     """
     try:
         entries, problems = tree.scan(b"")
     except BadNameError:
         return
-    if not tree.names.plaintext:
-        if problems and not entries:
-            raise WrongPasswordError("the master key does not decrypt any name in the root directory: "
-                                     "it is not the key of this filesystem")
-        return
+    if not tree.names.plaintext and problems and len(problems) >= len(entries):
+        raise WrongPasswordError("the master key does not decrypt the names in the root directory: "
+                                 "it is not the key of this filesystem")
+    failed: list[str] = []
     for e in entries:
-        if os.path.isfile(e.cipher_path) and not os.path.islink(e.cipher_path):
-            try:
-                with tree.open(e.name) as f:
-                    f.read(0, 1)
-            except BlockError:
-                raise WrongPasswordError("the master key does not decrypt the first file in the root "
-                                         f"directory ({show(e.name)}): it is not the key of this "
-                                         "filesystem, or that file is corrupt") from None
-            if f.file_id is not None:
-                return
+        if len(failed) == PROBE_FILES:
+            break
+        if not (os.path.isfile(e.cipher_path) and not os.path.islink(e.cipher_path)):
+            continue
+        try:
+            with tree.open(e.name) as f:
+                f.read(0, 1)
+        except BlockError:
+            failed.append(show(e.name))
+            continue
+        if f.file_id is not None:
+            return  # one block authenticated: the key is right
+    if failed:
+        raise WrongPasswordError(f"the master key does not decrypt the first files in the root directory "
+                                 f"({', '.join(failed)}): it is not the key of this filesystem, or those "
+                                 "files are corrupt")

@@ -8,7 +8,7 @@ import os
 import sys
 
 from cryptfs.core import options
-from cryptfs.core.argv import UsageParser, run_main
+from cryptfs.core.argv import UsageParser, prog_name, run_main
 from cryptfs.core.hardening import protect_process
 from cryptfs.core.text import display
 
@@ -50,7 +50,7 @@ def _quiet(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m sam",
+    parser = _Parser(prog=prog_name("sam"),
                      description="Open, tamper-evident model packages (Sam packager interface). "
                                  "Packages are read by these tools, not by the platform's own Sam.")
     parser.add_argument("--version", action="version", version=f"sam {__version__}")

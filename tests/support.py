@@ -98,14 +98,19 @@ def oracle_available() -> bool:
     return bool(shutil.which("gocryptfs") and shutil.which("fusermount3") and os.path.exists("/dev/fuse"))
 
 
-def snapshot(root: Path, times: bool = True) -> dict[bytes, tuple]:
-    """A comparable description of a tree: type, mode, content or target, mtime, by bytes path."""
+def snapshot(root: Path, times: bool = True, skip: tuple[bytes, ...] = ()) -> dict[bytes, tuple]:
+    """A comparable description of a tree: type, mode, content or target, mtime, by bytes path.
+
+    ``skip``: relative paths left out (e.g. a link a mount refuses to resolve).
+    """
     out: dict[bytes, tuple] = {}
     broot = os.fsencode(root)
     for dirpath, dirnames, filenames in os.walk(broot):
         for name in dirnames + filenames:
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, broot)
+            if rel in skip:
+                continue
             st = os.lstat(full)
             mtime = st.st_mtime_ns if times else None
             if stat.S_ISLNK(st.st_mode):

@@ -23,6 +23,11 @@ class UsageParser(argparse.ArgumentParser):
         raise self.usage_error(f"{message}\n{self.format_usage().strip()}")
 
 
+def prog_name(command: str) -> str:
+    """``cryptfs`` when run as the console script, ``python -m cryptfs`` otherwise (for usage lines)."""
+    return command if os.path.basename(sys.argv[0] or "") == command else f"python -m {command}"
+
+
 def long_options(parser: argparse.ArgumentParser) -> dict[str, bool]:
     """Every ``--flag`` of a parser and its subparsers, mapped to whether it takes a value."""
     found: dict[str, bool] = {}

@@ -86,6 +86,26 @@ def is_inside(child: str | bytes, parent: str | bytes) -> bool:
     return child == parent or child.startswith(parent.rstrip("/") + "/")
 
 
+def link_stays_inside(rel: bytes, target: bytes) -> bool:
+    """Whether symlink ``rel`` (a path relative to a tree's root) points inside that tree.
+
+    Relative links that stay below the root (Hugging Face cache snapshots point into
+    ``../../blobs``) are fine; an absolute target, or one whose ``..`` climbs above the root,
+    would make a served model read files of the machine instead of the owner's bytes.
+    """
+    if not target or target.startswith(b"/"):
+        return False
+    depth = rel.count(b"/")  # directories between the root and the link
+    for comp in target.split(b"/"):
+        if comp == b"..":
+            depth -= 1
+            if depth < 0:
+                return False
+        elif comp not in (b"", b"."):
+            depth += 1
+    return True
+
+
 def tree_bytes(top: str) -> int:
     """Total size of the files below ``top`` (lstat: links not followed), for progress and size checks."""
     total = 0
@@ -98,14 +118,16 @@ def tree_bytes(top: str) -> int:
     return total
 
 
-def read_small_regular(path: str | bytes, limit: int) -> bytes:
-    """Up to ``limit + 1`` bytes of a regular file; never blocks, never follows a final symlink.
+def read_small_regular(path: str | bytes, limit: int, follow: bool = False) -> bytes:
+    """Up to ``limit + 1`` bytes of a regular file; never blocks; a final symlink is refused
+    (ELOOP) unless ``follow``.
 
     Metadata files (a config, a manifest, a dir IV) come from storage an attacker may control:
     a FIFO there would block an open() forever, a device would read without end. Raises
     OSError (ENOENT, ELOOP for a symlink, EINVAL "not a regular file") for the caller to word.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(22, "not a regular file", os.fsdecode(path))

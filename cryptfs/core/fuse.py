@@ -1,7 +1,10 @@
 """The one read-only FUSE adapter over a :class:`~cryptfs.core.source.MountSource`.
 
 All errno mapping lives here: missing -> ENOENT, authentication failure -> EIO (logged with
-file and block), every write-like call -> EROFS. The adapter is a plain object whose methods
+file and block), every write-like call -> EROFS. Only regular files, directories and symlinks
+are served (a FIFO or device in the storage is invisible), and a symlink whose target is
+absolute or climbs out of the tree answers EIO: the model server sees the owner's tree or an
+error, never a file of the machine. The adapter is a plain object whose methods
 mfusepy hooks up by name, so its callbacks run (and are tested) without a kernel mount;
 only :func:`fuse_class` touches mfusepy, to read straight into libfuse's buffer.
 """
@@ -16,12 +19,14 @@ import stat
 import threading
 
 from .errors import ChunkError, Failure, IntegrityError
+from .files import link_stays_inside
 from .options import MountOptions
 from .source import MountSource, OpenFile
 
 log = logging.getLogger("cryptfs.mount")
 
 PREFETCH_BYTES = 8 << 20  # ciphertext hinted ahead of a sequential reader (cold data)
+SERVED_TYPES = (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK)
 STATFS_FIELDS = ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree",
                  "f_favail", "f_namemax")
 
@@ -97,6 +102,8 @@ class ReadOnlyOps:
             st = self.source.lstat(_rel(path))
         except (Failure, OSError) as e:
             raise _fail(e, path) from None
+        if stat.S_IFMT(st.st_mode) not in SERVED_TYPES:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))  # FIFOs, devices, sockets: never served
         return {
             "st_mode": st.st_mode, "st_ino": st.st_ino, "st_nlink": st.st_nlink,
             "st_uid": st.st_uid, "st_gid": st.st_gid, "st_size": st.st_size,
@@ -115,14 +122,20 @@ class ReadOnlyOps:
             raise _fail(e, path) from None
         out = [(".", _dirent(here.st_mode, here.st_ino), 0),
                ("..", _dirent(parent.st_mode, parent.st_ino), 0)]
-        out.extend((os.fsdecode(e.name), _dirent(e.mode, e.ino), 0) for e in entries)
+        out.extend((os.fsdecode(e.name), _dirent(e.mode, e.ino), 0) for e in entries
+                   if stat.S_IFMT(e.mode) in SERVED_TYPES)
         return out
 
     def readlink(self, path) -> str:
+        rel = _rel(path)
         try:
-            return os.fsdecode(self.source.readlink(_rel(path)))
+            target = self.source.readlink(rel)
         except (Failure, OSError) as e:
             raise _fail(e, path) from None
+        if not link_stays_inside(rel, target):
+            log.error("%s: symlink target %r leaves the tree: refused (EIO)", path, os.fsdecode(target))
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return os.fsdecode(target)
 
     def statfs(self, path) -> dict:
         sv = os.statvfs(self.source.root)

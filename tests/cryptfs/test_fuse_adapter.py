@@ -314,9 +314,6 @@ def test_getattr_missing_path_is_enoent(served):
         assert errno_of(ops.getattr, path) == errno.ENOENT, path
 
 
-@pytest.mark.xfail(strict=True, reason="bug: CipherTree raises BadNameError (integrity) for a path below a "
-                   "missing directory; the adapter serves EIO and logs tampering instead of ENOENT "
-                   "(see test_tree.py::test_path_below_a_missing_directory_is_not_an_integrity_error)")
 def test_getattr_below_a_missing_directory_is_enoent(cipher_served, caplog):
     caplog.set_level(logging.ERROR, logger="cryptfs.mount")
     ops = cipher_served.ops()

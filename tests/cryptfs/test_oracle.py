@@ -183,7 +183,8 @@ def test_gocryptfs_tree_setup_is_meaningful(gocryptfs_tree, sample):
 @pytest.mark.parametrize("block_path", ["auto", "python"])
 def test_decrypt_gocryptfs_tree(gocryptfs_tree, sample, tmp_path, block_path):
     out = tmp_path / "out"  # the C block path (where built) and the Python one
-    r = run_cli("decrypt", "--passfile", PASSWORD_FILE, "--block-path", block_path,
+    r = run_cli("decrypt", "--keep-external-links",
+                "--passfile", PASSWORD_FILE, "--block-path", block_path,
                 gocryptfs_tree["cipher"], out)
     assert r.returncode == 0, r.stderr
     assert b"warning" not in r.stderr
@@ -196,16 +197,23 @@ def test_decrypt_gocryptfs_tree(gocryptfs_tree, sample, tmp_path, block_path):
 
 
 def test_fsck_gocryptfs_tree_is_clean(gocryptfs_tree):
+    """Everything gocryptfs wrote authenticates; the one problem is the sample's absolute link
+    (served by gocryptfs, refused by our mount), the sparse file's holes are warnings."""
     r = run_cli("fsck", "--passfile", PASSWORD_FILE, gocryptfs_tree["cipher"])
-    assert r.returncode == 0, (r.stdout, r.stderr)
-    assert b"no problems" in r.stdout
+    assert r.returncode == exitcodes.INTEGRITY, (r.stdout, r.stderr)
+    lines = r.stdout.decode().splitlines()
+    problems = [ln for ln in lines if ln.startswith("fsck: ") and not ln.startswith("fsck: warning:")]
+    assert len(problems) == 1 and "/abs_link" in problems[0] and "leaves the tree" in problems[0], lines
+    assert b"1 problem found, 3 warnings" in r.stderr
+    assert all("/sparse: block" in ln for ln in lines if ln.startswith("fsck: warning:"))
 
 
 # cryptfs -> gocryptfs --------------------------------------------------------------------------
 @pytest.mark.parametrize("fid, go_flags, our_flags, overhead", FLAGSETS, ids=FLAGSET_IDS)
 def test_encrypt_then_gocryptfs_mounts(oracle, sample, tmp_path, fid, go_flags, our_flags, overhead):
     cipher, mnt = tmp_path / "cipher", tmp_path / "mnt"
-    r = run_cli("encrypt", "--scryptn", "10", "--passfile", PASSWORD_FILE, *our_flags, sample, cipher)
+    r = run_cli("encrypt", "--keep-external-links",
+                "--scryptn", "10", "--passfile", PASSWORD_FILE, *our_flags, sample, cipher)
     assert r.returncode == 0, r.stderr
     with oracle.mount(cipher, mnt, PASSWORD_FILE, "-ro"):
         mounted = snapshot(mnt)
@@ -222,7 +230,8 @@ def test_encrypt_config_matches_gocryptfs_init(oracle, sample, tmp_path, fid, go
     """Same feature flags (and order), LongNameMax, scrypt parameters and field set as gocryptfs -init."""
     ours, theirs, empty = tmp_path / "ours", tmp_path / "theirs", tmp_path / "empty"
     empty.mkdir()
-    r = run_cli("encrypt", "-q", "--scryptn", "10", "--passfile", PASSWORD_FILE, *our_flags, empty, ours)
+    r = run_cli("encrypt", "--keep-external-links",
+                "-q", "--scryptn", "10", "--passfile", PASSWORD_FILE, *our_flags, empty, ours)
     assert r.returncode == 0, r.stderr
     oracle.init(theirs, PASSWORD_FILE, *go_flags)
     a, b = read_conf(ours), read_conf(theirs)
@@ -241,7 +250,8 @@ def test_ciphertext_layout_matches_gocryptfs(gocryptfs_tree, sample, tmp_path):
     """Name lengths, long-name hashing, sidecars, dir IVs, file sizes (holes included), modes and
     symlink target lengths of our ciphertext equal what gocryptfs wrote for the same tree."""
     cipher = tmp_path / "cipher"
-    r = run_cli("encrypt", "-q", "--scryptn", "10", "--passfile", PASSWORD_FILE,
+    r = run_cli("encrypt", "--keep-external-links",
+                "-q", "--scryptn", "10", "--passfile", PASSWORD_FILE,
                 *gocryptfs_tree["our_flags"], sample, cipher)
     assert r.returncode == 0, r.stderr
     ours = layout(cipher)
@@ -254,7 +264,8 @@ def test_ciphertext_layout_matches_gocryptfs(gocryptfs_tree, sample, tmp_path):
 def test_example_decrypts_to_content(name, tmp_path):
     cipher, out = copy_example(name, tmp_path), tmp_path / "out"
     before = snapshot(cipher)
-    r = run_cli("decrypt", "--passfile", PASSWORD_FILE, cipher, out)
+    r = run_cli("decrypt", "--keep-external-links",
+                "--passfile", PASSWORD_FILE, cipher, out)
     assert r.returncode == 0, r.stderr
     got = snapshot(out, times=False)
     assert got == expected_example_content(name)
@@ -266,7 +277,8 @@ def test_example_decrypts_to_content(name, tmp_path):
 @pytest.mark.parametrize("name", READABLE_EXAMPLES)
 def test_example_decrypt_matches_gocryptfs_mount(oracle, name, tmp_path):
     cipher, out, mnt = copy_example(name, tmp_path), tmp_path / "out", tmp_path / "mnt"
-    r = run_cli("decrypt", "--passfile", PASSWORD_FILE, cipher, out)
+    r = run_cli("decrypt", "--keep-external-links",
+                "--passfile", PASSWORD_FILE, cipher, out)
     assert r.returncode == 0, r.stderr
     with oracle.mount(cipher, mnt, PASSWORD_FILE, "-ro"):
         mounted = snapshot(mnt)
@@ -278,8 +290,10 @@ def test_example_decrypt_matches_gocryptfs_mount(oracle, name, tmp_path):
 def test_example_masterkey_gives_same_result(name, tmp_path):
     cipher = copy_example(name, tmp_path)
     by_pw, by_key = tmp_path / "by_pw", tmp_path / "by_key"
-    r1 = run_cli("decrypt", "--passfile", PASSWORD_FILE, cipher, by_pw)
-    r2 = run_cli("decrypt", "--masterkey", MASTER_KEYS[name], cipher, by_key)
+    r1 = run_cli("decrypt", "--keep-external-links",
+                "--passfile", PASSWORD_FILE, cipher, by_pw)
+    r2 = run_cli("decrypt", "--keep-external-links",
+                "--masterkey", MASTER_KEYS[name], cipher, by_key)
     assert r1.returncode == 0, r1.stderr
     assert r2.returncode == 0, r2.stderr
     assert snapshot(by_key) == snapshot(by_pw)
@@ -290,14 +304,16 @@ def test_example_masterkey_without_dashes_and_without_conf(tmp_path):
     """gocryptfs' -masterkey works without gocryptfs.conf (default v2 flags); so must ours."""
     cipher, out = copy_example("v1.3", tmp_path), tmp_path / "out"
     (cipher / "gocryptfs.conf").unlink()
-    r = run_cli("decrypt", "--masterkey", MASTER_KEYS["v1.3"].replace("-", ""), cipher, out)
+    r = run_cli("decrypt", "--keep-external-links",
+                "--masterkey", MASTER_KEYS["v1.3"].replace("-", ""), cipher, out)
     assert r.returncode == 0, r.stderr
     assert snapshot(out, times=False) == expected_example_content("v1.3")
 
 
 def test_example_wrong_masterkey_refused(tmp_path):
     cipher, out = copy_example("v1.3", tmp_path), tmp_path / "out"
-    r = run_cli("decrypt", "--masterkey", MASTER_KEYS["v2.2-xchacha"], cipher, out)
+    r = run_cli("decrypt", "--keep-external-links",
+                "--masterkey", MASTER_KEYS["v2.2-xchacha"], cipher, out)
     assert r.returncode == exitcodes.PASSWORD_INCORRECT, (r.stdout, r.stderr)
     assert not out.exists() or not any(out.iterdir())
 
@@ -306,7 +322,8 @@ def test_example_wrong_masterkey_refused(tmp_path):
 def test_old_example_refused(name, tmp_path):
     cipher, out = copy_example(name, tmp_path), tmp_path / "out"
     before = snapshot(cipher)
-    r = run_cli("decrypt", "--passfile", PASSWORD_FILE, cipher, out)
+    r = run_cli("decrypt", "--keep-external-links",
+                "--passfile", PASSWORD_FILE, cipher, out)
     assert r.returncode == exitcodes.CONFIG, (r.stdout, r.stderr)
     assert r.stderr.strip()
     assert not out.exists()
@@ -357,12 +374,14 @@ def test_name_length_boundaries_match_gocryptfs(oracle, tmp_path, longnamemax):
     oracle.init(theirs, PASSWORD_FILE, *go_flags)
     with oracle.mount(theirs, tmp_path / "mnt", PASSWORD_FILE):
         shutil.copytree(plain, tmp_path / "mnt", dirs_exist_ok=True)
-    r = run_cli("encrypt", "-q", "--scryptn", "10", "--passfile", PASSWORD_FILE, *our_flags, plain, ours)
+    r = run_cli("encrypt", "--keep-external-links",
+                "-q", "--scryptn", "10", "--passfile", PASSWORD_FILE, *our_flags, plain, ours)
     assert r.returncode == 0, r.stderr
     ours_layout = layout(ours)
     assert sum(1 for e in ours_layout if str(e[1]).startswith("longname")) > 0
     assert ours_layout == layout(theirs)
-    r = run_cli("decrypt", "--passfile", PASSWORD_FILE, theirs, out)
+    r = run_cli("decrypt", "--keep-external-links",
+                "--passfile", PASSWORD_FILE, theirs, out)
     assert r.returncode == 0, r.stderr
     assert snapshot(out) == snapshot(plain)
 
@@ -440,7 +459,8 @@ def test_tampering_agrees_with_gocryptfs(oracle, gocryptfs_victim, tmp_path, kin
 
 def _check_decrypt_agrees(kind: str, plain: Path, cipher: Path, out: Path, theirs: bytes | None,
                           block_path: str) -> None:
-    r = run_cli("decrypt", "--passfile", PASSWORD_FILE, "--block-path", block_path, cipher, out)
+    r = run_cli("decrypt", "--keep-external-links",
+                "--passfile", PASSWORD_FILE, "--block-path", block_path, cipher, out)
     if theirs is None:
         assert r.returncode == exitcodes.INTEGRITY, (kind, r.stderr)
         assert b"victim.bin" in r.stderr
@@ -483,7 +503,8 @@ def test_sparse_shapes_match_gocryptfs(oracle, tmp_path):
     with oracle.mount(theirs, tmp_path / "mnt", PASSWORD_FILE) as mnt:
         for name, (size, writes) in SPARSE_SHAPES.items():
             _write_shape(mnt / name, size, writes)
-    r = run_cli("encrypt", "-q", "--scryptn", "10", "--passfile", PASSWORD_FILE, "--plaintextnames",
+    r = run_cli("encrypt", "--keep-external-links",
+                "-q", "--scryptn", "10", "--passfile", PASSWORD_FILE, "--plaintextnames",
                 plain, ours)
     assert r.returncode == 0, r.stderr
     for name in SPARSE_SHAPES:
@@ -493,6 +514,7 @@ def test_sparse_shapes_match_gocryptfs(oracle, tmp_path):
     with oracle.mount(ours, tmp_path / "mnt2", PASSWORD_FILE, "-ro") as mnt:
         assert snapshot(mnt, times=False) == snapshot(plain, times=False)
     out = tmp_path / "out"
-    r = run_cli("decrypt", "--passfile", PASSWORD_FILE, theirs, out)
+    r = run_cli("decrypt", "--keep-external-links",
+                "--passfile", PASSWORD_FILE, theirs, out)
     assert r.returncode == 0, r.stderr
     assert snapshot(out, times=False) == snapshot(plain, times=False)
