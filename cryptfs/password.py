@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 
+from .core.files import close_passed_fd
 from .errors import PasswordReadError, UsageError
 
 MAX_PASSWORD = 2048
@@ -37,6 +38,8 @@ def read_passfile(path: str) -> bytes:
             data = f.read(MAX_PASSWORD + 2)
     except OSError as e:
         raise PasswordReadError(f"cannot read passfile {path}: {e.strerror}") from None
+    finally:
+        close_passed_fd(path)  # agent run hands the key in through an inherited pipe
     return _first_line(data, f"passfile {path}")
 
 

@@ -23,6 +23,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from cryptfs.core.files import close_passed_fd
+from cryptfs.core.kdf import SCRYPT_MEM_MAX, SCRYPT_WORK_MAX
+
 from .errors import KeyReadError, ManifestError, UsageError
 
 KEY_MIN, KEY_MAX = 4, 128  # bytes, as the platform's packager
@@ -34,8 +37,6 @@ SCRYPT_R_DEFAULT = 8
 SCRYPT_P_DEFAULT = 1
 SCRYPT_LOGN_RANGE = (10, 20)  # what a reader accepts, and --scryptn
 SCRYPT_R_RANGE = (1, 32)
-SCRYPT_MEM_MAX = 1 << 30  # 128 * r * N bytes: an untrusted manifest cannot make a reader use more
-SCRYPT_WORK_MAX = 1 << 23  # r * N * p: 8x the default (what --scryptn 20 writes), ~4 s here
 SCRYPT_P_RANGE = (1, 16)
 SALT_LEN = 32
 
@@ -66,6 +67,9 @@ def read_key_file(path: str) -> bytearray:
                 data = bytearray(f.read())
     except OSError as e:
         raise KeyReadError(f"cannot read the key from {path}: {e.strerror}") from None
+    finally:
+        if path != "-":
+            close_passed_fd(path)  # agent run hands the key in through an inherited pipe
     del data[len(strip_newline(data)):]
     if not data:
         where = "standard input" if path == "-" else path

@@ -141,3 +141,18 @@ def read_small_regular(path: str | bytes, limit: int, follow: bool = False) -> b
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def close_passed_fd(path: str) -> None:
+    """After reading a secret from ``/dev/fd/N``, close the inherited descriptor N too.
+
+    Opening /dev/fd/N duplicates the descriptor; the original stays open in this process (a
+    long-lived mount daemon) for as long as it runs unless closed here. Other paths: no-op.
+    """
+    for prefix in ("/dev/fd/", "/proc/self/fd/"):
+        if path.startswith(prefix) and path[len(prefix):].isdigit():
+            try:
+                os.close(int(path[len(prefix):]))
+            except OSError:
+                pass
+            return
