@@ -38,10 +38,7 @@ DIGEST = hashlib.sha384(b"runtime data").digest()
 
 
 def vector(name: str) -> bytes:
-    path = VECTORS / name
-    if not path.exists():  # copied there by another helper; fall back to the shared copy
-        path = Path("/work/shared/tdx-vectors") / name
-    return path.read_bytes()
+    return (VECTORS / name).read_bytes()
 
 
 def with_report_data(quote: bytes, report_data: bytes) -> bytes:
