@@ -1,6 +1,6 @@
 """gocryptfs file content: the 18-byte header and the layout of its 4096-byte blocks.
 
-Reading is byte-exact with gocryptfs v2.4 (format spec §4.3): files of 1..18 bytes read as
+Reading is byte-exact with gocryptfs v2.4 (its internal/contentenc): files of 1..18 bytes read as
 empty, only a *full* all-zero cipher block is a hole, a partial tail or any block that fails
 to authenticate raises BlockError. The block crypto itself (C and Python paths) is the shared
 chunk layer (:mod:`cryptfs.core.chunks`); this module says how gocryptfs lays it out.
