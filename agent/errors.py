@@ -135,3 +135,15 @@ class CommandNotExecutable(AgentError):
     """The command given after ``--`` exists but cannot be executed (as a shell's 126)."""
 
     exit_code = run_exit_code = exitcodes.RUN_COMMAND_NOT_EXECUTABLE
+
+
+class MeasurementError(AttesterError):
+    """A measurement could not be recorded, or the event log and its register disagree.
+
+    An attester failure (same exit codes): what is measured is part of the evidence. The message
+    names the log or register file involved.
+    """
+
+
+class MeasurementUnavailable(MeasurementError):
+    """A measurement is required but the attester has no register to extend; says what was looked for."""
