@@ -243,6 +243,7 @@ OLD_RUN_CODES = {
     "EvidenceRefused": 116, "PolicyDenied": 117, "ResourceNotFound": 118, "KbsProtocolError": 119,
     "ConfigurationError": 112, "MountFailed": 120, "WrongKey": 121, "ModelRejected": 123,
     "CommandNotFound": 127, "CommandNotExecutable": 126,
+    "MeasurementError": 113, "MeasurementUnavailable": 113,  # attester failures (agent/measure)
 }
 
 
