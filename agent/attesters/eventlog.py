@@ -28,6 +28,7 @@ guest-components sends them):
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass
 
@@ -169,6 +170,22 @@ def walk(data: bytes) -> Walk:
                                 f"bytes at offset {pos - 4}, past the end ({len(data)} bytes)")
         events.append(Event(off, pos + ev_size, index, ev_type, tuple(digests), data[pos:pos + ev_size]))
         off = pos + ev_size
+
+
+def replay(events: tuple[Event, ...] | list[Event], index: int, initial: bytes = bytes(48),
+           alg: int = 0x000C) -> bytes:
+    """A register replayed as Trustee's ``deps/eventlog`` does: from ``initial``, extend with every
+    ``alg`` digest of every event at ``index``, in log order (SHA-384 registers, i.e. TDX RTMRs
+    and the system register)."""
+    if alg != 0x000C:
+        raise ValueError(f"only SHA-384 (0x000c) registers are replayed here, not 0x{alg:04x}")
+    value = bytes(initial)
+    for ev in events:
+        if ev.index == index:
+            for digest_alg, digest in ev.digests:
+                if digest_alg == alg:
+                    value = hashlib.sha384(value + digest).digest()
+    return value
 
 
 def trim(data: bytes) -> bytes:

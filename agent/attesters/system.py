@@ -4,14 +4,24 @@ Evidence (openanolis Trustee's ``system`` attester and verifier)::
 
     {"system_report": "<JSON text: {\\"hardware\\": {...}, \\"software\\": {\\"uname\\": ...}}>",
      "measurements": "[]", "mr_register": "",
+     "rtmr_register": "<hex of the system register>",
+     "cc_eventlog": "<std-base64 of: spec-ID header event, AAEL records, 8 x 0xFF>",
      "environment": {"NAME": "value", ...},
      "report_data": "<std-base64 of the runtime-data digest>"}
 
-``measurements: "[]"`` with ``mr_register: ""`` and no ``rtmr_register`` satisfies both verifier
-generations (<= v1.7.x requires the first two; v1.7.8+ ignores them). Nothing here is signed by
-hardware: the evidence is only as good as the Trustee policy that checks it, typically the
-``environment`` map (e.g. ``input["system.environment.eas-test"] == "123"`` on the 0.1.0
-dialect, ``input.system.environment["eas-test"]`` on EAR-era servers).
+``measurements: "[]"`` with ``mr_register: ""`` satisfies the older verifiers (<= v1.7.x require
+both and ignore the rest); v1.7.8+ ignore those two and, given ``rtmr_register``, replay the
+SHA-384 digests of every index-1 event in ``cc_eventlog`` from zero and require the result to
+equal it (openanolis Trustee ``deps/verifier/src/system``). The register and the log are those
+:mod:`agent.measure` writes (``SYSTEM_MEASURE_REGISTER``, ``AAEL_PATH``), read together under
+the log's lock and checked to replay here first, so a mismatch is reported by the agent rather
+than as a bare refusal. Unlike Trustiflux, the platform CCEL is never put in front: its index-1
+events are RTMR0's, which the verifier would fold into the software register's replay.
+
+Nothing here is signed by hardware: the evidence is only as good as the Trustee policy that
+checks it, typically the ``environment`` map (e.g. ``input["system.environment.eas-test"] ==
+"123"`` on the 0.1.0 dialect, ``input.system.environment["eas-test"]`` on EAR-era servers) and
+the AAEL events (``input.system.uefi_event_logs``).
 
 The environment is the process environment minus anything that may be a secret: the
 evidence travels to the broker and lands in its logs and tokens. See :data:`SECRET_NAME_PARTS`,
@@ -29,7 +39,9 @@ import sys
 from collections.abc import Mapping
 
 from ..b64 import b64encode
-from .base import check_dialect, check_digest, get_logger
+from ..measure import MeasurementLog, SystemRegister, parse_events, register_for, replay
+from . import eventlog
+from .base import AttesterError, check_dialect, check_digest, get_logger
 
 # A variable is left out of the environment map when its name, upper-cased, contains any of
 # these. Deliberately broad: a false positive only hides a variable from the policy (its name
@@ -160,10 +172,41 @@ class SystemAttester:
             self.log.info("system evidence: %d environment variable(s) left out as possible secrets: %s",
                           len(dropped), ", ".join(dropped))
         report = system_report(self.proc_root, self.os_release)
+        rtmr_register, cc_eventlog = self.measurements()
         return {
             "system_report": json.dumps(report, sort_keys=True, separators=(",", ":")),
             "measurements": "[]",
             "mr_register": "",
+            "rtmr_register": rtmr_register,
+            "cc_eventlog": cc_eventlog,
             "environment": environment,
             "report_data": b64encode(digest),
         }
+
+    def measurements(self) -> tuple[str, str]:
+        """(``rtmr_register`` hex, ``cc_eventlog`` base64): the register and the log, read together.
+
+        The log is sent even when empty (header and end marker only): the verifier then checks
+        that the register is still zero instead of skipping the check.
+        """
+        register = register_for(self.name, self.environ)
+        assert isinstance(register, SystemRegister)
+        mlog = MeasurementLog.from_environ(self.environ, register, log=self.log)
+        with mlog.locked(create=False):
+            aael = mlog.snapshot()
+            value = register.read()
+        events = parse_events(aael)
+        foreign = sorted({e.mr_index for e in events if e.mr_index != register.mr_index})
+        if foreign:
+            raise AttesterError(f"the event log {mlog.path} holds events for MR index {foreign[0]}, not "
+                                f"{register.mr_index}: it was written for another attester (tdx?); the "
+                                "system attester needs its own log (AAEL_PATH) and register "
+                                "(SYSTEM_MEASURE_REGISTER)")
+        replayed = replay(events)
+        if replayed != value:
+            raise AttesterError(f"the system register {register.path} is {value.hex()} but the event log "
+                                f"{mlog.path} ({len(events)} events) replays to {replayed.hex()}: the two "
+                                "were changed separately; the verifier would refuse this evidence. Delete "
+                                "both to start over (the events must then be measured again)")
+        data = eventlog.AAEL_SPEC_ID_HEADER + aael + eventlog.END_MARKER
+        return value.hex(), b64encode(data)

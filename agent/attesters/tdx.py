@@ -30,7 +30,12 @@ reference client of each dialect sent (:data:`CCEL_FORM_BY_DIALECT`, see
 :mod:`agent.attesters.eventlog`): the raw log area for 0.1.0/0.1.1/0.2.0 (guest-components
 <= v0.14, Alibaba <= v1.3), and for 0.4.0 the log trimmed after its last event, then the AAEL
 (env ``AAEL_PATH``, default ``/run/attestation-agent/eventlog``) if that file exists, then 8
-bytes of 0xFF (guest-components >= v0.15). **UNCERTAIN:** a 0.4.0 server of upstream v0.14.0
+bytes of 0xFF (guest-components >= v0.15). The AAEL is the log :mod:`agent.measure` writes
+while extending RTMR3: it is read through :meth:`agent.measure.MeasurementLog.snapshot` (a
+write-ahead record left by a crash is settled first, the records must parse) under the log's
+lock, held from the quote to the read, so no measurement falls between the two. When the log
+sent does not replay to the quote's RTMR3, a warning says so (a verifier would refuse it).
+**UNCERTAIN:** a 0.4.0 server of upstream v0.14.0
 (or an openanolis 0.4.0 server) saw raw CCELs from its own clients; its parser is expected to
 stop at the first 0xFF/zero filler either way, so both forms should verify. Should one not,
 ``TDX_CCEL_FORM=raw`` (or ``trimmed``) overrides the per-dialect choice.
@@ -45,15 +50,15 @@ import secrets
 import time
 from collections.abc import Mapping
 
-from ..b64 import b64encode
+from ..b64 import b64decode, b64encode
+from ..measure import DEFAULT_AAEL_PATH, MeasurementLog, register_for
 from ..protocol import DIALECTS, LATEST
-from ..tdx import QuoteError, check_quote
+from ..tdx import QuoteError, check_quote, parse_quote
 from . import eventlog
 from .base import AttesterError, check_dialect, check_digest, get_logger
 
 DEFAULT_TSM_ROOT = "/sys/kernel/config/tsm/report"
 CCEL_PATH = "/sys/firmware/acpi/tables/data/CCEL"
-DEFAULT_AAEL_PATH = "/run/attestation-agent/eventlog"
 TDX_GUEST_DEVICE = "/dev/tdx_guest"
 PROVIDER = "tdx_guest"
 REPORT_DATA_SIZE = 64
@@ -281,7 +286,11 @@ class TdxAttester:
             raise AttesterError(f"TDX_CCEL_FORM={form!r} is not one of: auto, raw, trimmed")
         return form
 
-    def cc_eventlog(self, dialect: str) -> str | None:
+    def measurement_log(self) -> MeasurementLog:
+        """The AAEL (``AAEL_PATH``) and RTMR3 (``TDX_MEASUREMENTS_DIR``) that agent.measure writes."""
+        return MeasurementLog.from_environ(self.environ, register_for(self.name, self.environ), log=self.log)
+
+    def cc_eventlog(self, dialect: str, mlog: MeasurementLog | None = None) -> str | None:
         """The ``cc_eventlog`` value for ``dialect``: std base64, or None when there is no log."""
         form = self.form_for(dialect)
         ccel = self._read_optional(self.ccel_path, "CC event log (CCEL)")
@@ -292,8 +301,10 @@ class TdxAttester:
             ccel = None
         aael = None
         if form == "trimmed":
-            aael_path = self.environ.get("AAEL_PATH") or DEFAULT_AAEL_PATH
-            aael = self._read_optional(aael_path, "Attestation-Agent event log (AAEL_PATH)")
+            mlog = mlog or self.measurement_log()
+            aael = mlog.snapshot()
+            if not aael and not os.path.exists(mlog.path):
+                aael = None
         try:
             data = eventlog.cc_eventlog(ccel, aael, form)
         except eventlog.EventLogError as e:
@@ -301,7 +312,26 @@ class TdxAttester:
                                 f"{dialect}: {e}; TDX_CCEL_FORM=raw sends it untrimmed") from None
         return None if data is None else b64encode(data)
 
+    def check_rtmr3(self, quote: bytes, cc_eventlog: str | None) -> bool:
+        """Whether the log sent replays to the quote's RTMR3; a warning when not (never an error:
+        the verifier decides, but this says why it will refuse)."""
+        rtmr3 = parse_quote(quote).body.rtmrs[3]
+        events = eventlog.walk(b64decode(cc_eventlog)).events if cc_eventlog else ()
+        replayed = eventlog.replay(events, 4)
+        if replayed == rtmr3:
+            return True
+        self.log.warning("RTMR3 in the quote is %s but the cc_eventlog sent replays to %s: another "
+                         "program extends RTMR3 without logging to %s, or the log was changed; a verifier "
+                         "that replays RTMR3 will refuse this evidence", rtmr3.hex(), replayed.hex(),
+                         self.environ.get("AAEL_PATH") or DEFAULT_AAEL_PATH)
+        return False
+
     def evidence(self, report_data: bytes, dialect: str) -> dict:
         check_dialect(dialect)
-        quote = self.quote(report_data)
-        return {"quote": b64encode(quote), "cc_eventlog": self.cc_eventlog(dialect)}
+        mlog = self.measurement_log()
+        with mlog.locked(create=False):  # no measurement between the quote and the log read
+            quote = self.quote(report_data)
+            cc = self.cc_eventlog(dialect, mlog)
+        if self.form_for(dialect) == "trimmed":
+            self.check_rtmr3(quote, cc)
+        return {"quote": b64encode(quote), "cc_eventlog": cc}

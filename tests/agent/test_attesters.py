@@ -350,9 +350,14 @@ def test_system_evidence_fields(tmp_path):
     (proc / "cpuinfo").write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n"
                                   "model name\t: Intel(R) Xeon(R) Platinum 8475B\nflags\t\t: fpu tdx_guest\n")
     (proc / "meminfo").write_text("MemTotal:       16384000 kB\nMemFree:        1 kB\n")
-    ev = SystemAttester({"eas-test": "123"}, proc_root=str(proc)).evidence(DIGEST, "0.4.0")
-    assert set(ev) == {"system_report", "measurements", "mr_register", "environment", "report_data"}
+    env = {"eas-test": "123", "AAEL_PATH": str(tmp_path / "aael"),
+           "SYSTEM_MEASURE_REGISTER": str(tmp_path / "register")}  # nothing measured yet
+    ev = SystemAttester(env, proc_root=str(proc)).evidence(DIGEST, "0.4.0")
+    assert set(ev) == {"system_report", "measurements", "mr_register", "rtmr_register", "cc_eventlog",
+                       "environment", "report_data"}
     assert ev["measurements"] == "[]" and ev["mr_register"] == ""
+    assert ev["rtmr_register"] == "00" * 48  # (tests/agent/test_measure.py: with events)
+    assert base64.b64decode(ev["cc_eventlog"]) == eventlog.AAEL_SPEC_ID_HEADER + b"\xff" * 8
     assert base64.b64decode(ev["report_data"], validate=True) == DIGEST
     report = json.loads(ev["system_report"])
     hw, sw = report["hardware"], report["software"]
