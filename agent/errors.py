@@ -2,16 +2,39 @@
 
 The CLI has a single handler that prints ``agent: error: <message>`` and exits with
 ``exc.exit_code``. ``agent run`` (and ``agent check``) exit with ``exc.run_exit_code`` instead:
-its own failures use 112-127 so that the model server's codes pass through unambiguously, and
+its own failures use 111-127 so that the model server's codes pass through unambiguously, and
 the class is the mapping (a new failure kind cannot be forgotten in a table elsewhere). Messages
-never contain key material.
+never contain key material, and whatever part of them came from outside (a broker's reply, a
+redirect target, a resource path) has passed through :func:`untrusted` first: a broker, or
+whoever sits between it and the VM, must not be able to forge log lines or terminal output.
 """
 
 from __future__ import annotations
 
 from cryptfs.core.errors import Failure
+from cryptfs.core.text import display
 
 from . import exitcodes
+
+EXCERPT = 160  # characters of outside text a message quotes; the rest is cut, with "…"
+
+
+def untrusted(value: str | bytes | bytearray, limit: int | None = EXCERPT) -> str:
+    """Outside text made safe to print or log: one line, control characters escaped, at most
+    ``limit`` characters (``None``: all).
+
+    :func:`cryptfs.core.text.display` does the escaping (control characters, invalid UTF-8);
+    this only cuts to ``limit`` and turns a ``str`` into the bytes display expects without
+    failing on lone surrogates, which JSON's ``\\ud800`` escapes produce.
+    """
+    if isinstance(value, (bytes, bytearray)):
+        raw = bytes(value if limit is None else value[:limit])
+        cut = limit is not None and len(value) > limit
+    else:
+        text = str(value)
+        cut = limit is not None and len(text) > limit
+        raw = (text[:limit] if cut else text).encode("utf-8", "backslashreplace")
+    return display(raw) + ("…" if cut else "")
 
 
 class AgentError(Failure):
@@ -83,10 +106,22 @@ class ResourceNotFound(KbsError):
 
 
 class KbsProtocolError(KbsError):
-    """A reply we cannot use: not JSON, no nonce or token, a JWE that does not decrypt."""
+    """A reply we cannot use: not JSON (or nested too deeply), too large, no nonce or token, a JWE
+    that does not decrypt."""
 
     exit_code = exitcodes.PROTOCOL
     run_exit_code = exitcodes.RUN_PROTOCOL
+
+
+class NoKbs(KbsError):
+    """No KBS answers at the broker URL: ``/auth`` is 404 in every dialect, or it redirects.
+
+    Its own code, because the usual cause is a forgotten path prefix in TRUSTEE_URL, not an
+    attestation failure; the operator must look at the URL, not at the policy.
+    """
+
+    exit_code = exitcodes.NO_KBS
+    run_exit_code = exitcodes.RUN_NO_KBS
 
 
 # agent run's own failures: only run and check raise them, so both codes are the run code.

@@ -1,9 +1,11 @@
 """Exit codes of the ``python -m agent`` commands.
 
 Small numbers are for what exists today (``quote``, ``get-resource``, ``broker``). ``run``
-uses 112-127 for its own failures, so that the model server's own exit codes pass through
-unambiguously (as ``env``/``timeout`` use 125-127). OK, ERROR, USAGE and INTERRUPTED are the
-project's shared codes (:mod:`cryptfs.core.exitcodes`); the rest are the agent's own.
+uses 111-127 for its own failures, so that the model server's own exit codes pass through
+unambiguously (as ``env``/``timeout`` use 125-127). The range began at 112; when 112-127 were all
+taken, RUN_NO_KBS took 111, the next number down, rather than renumbering a code scripts know.
+OK, ERROR, USAGE and INTERRUPTED are the project's shared codes (:mod:`cryptfs.core.exitcodes`);
+the rest are the agent's own.
 """
 
 # OK, ERROR (an I/O error, e.g. FILE cannot be read, or anything not listed below), USAGE (bad
@@ -19,8 +21,10 @@ EVIDENCE_REFUSED = 8  # the broker refused the evidence (attestation failed)
 DENIED = 9  # the broker's policy denies the resource to this environment
 NOT_FOUND = 10  # the broker has no such resource
 PROTOCOL = 11  # the broker's reply is malformed or cannot be decrypted
+NO_KBS = 12  # no KBS at the broker URL: /auth answered 404 (a missing path prefix?) or redirected
 # python -m agent run: its own failures (the command's own code passes through, 128+N for a
 # signal); a range model servers rarely use, like env/timeout's 125-127.
+RUN_NO_KBS = 111  # no KBS at TRUSTEE_URL: /auth answered 404 or redirected (check the URL's path)
 RUN_CONFIG = 112  # the configuration is invalid or partial (DECRYPTION_KEY_URI missing, ...)
 RUN_ATTESTER = 113  # no usable attester / evidence could not be collected
 RUN_UNREACHABLE = 114  # the key broker cannot be reached

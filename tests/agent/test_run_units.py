@@ -244,6 +244,7 @@ OLD_RUN_CODES = {
     "ConfigurationError": 112, "MountFailed": 120, "WrongKey": 121, "ModelRejected": 123,
     "CommandNotFound": 127, "CommandNotExecutable": 126,
     "MeasurementError": 113, "MeasurementUnavailable": 113,  # attester failures (agent/measure)
+    "NoKbs": 111,  # no KBS at TRUSTEE_URL (404 on /auth, a redirect): the run range's newest code
 }
 
 
@@ -261,7 +262,7 @@ def test_every_agent_error_carries_the_old_tables_run_code():
         assert cls("message").run_exit_code == OLD_RUN_CODES[cls.__name__], cls.__name__
         assert getattr(agent_errors, cls.__name__) is cls  # all live in agent/errors.py
     assert set(OLD_RUN_CODES.values()) <= set(exitcodes.ALL.values())
-    assert all(112 <= code <= 127 for code in OLD_RUN_CODES.values())
+    assert all(111 <= code <= 127 for code in OLD_RUN_CODES.values())  # 111: RUN_NO_KBS
     # the wrong key is its own class; a MountFailed with code 12 is what a backend never makes
     assert WrongKey("m", 12).wrong_key and not MountFailed("m").wrong_key
 
