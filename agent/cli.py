@@ -282,11 +282,14 @@ def cmd_get_resource(args) -> int:
     client = KbsClient(url, _attester(args), dialect=args.dialect, key_alg=args.key_alg,
                        ca_bundle=args.ca_bundle, timeout=args.timeout, instance_info=instance_info_header())
     data = client.get_resource(args.uri)
-    if args.out:
-        _write_private(args.out, data)
-    else:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
+    try:
+        if args.out:
+            _write_private(args.out, data)
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+    finally:
+        data[:] = bytes(len(data))  # our copy of the resource (a key, usually) ends here
     return exitcodes.OK
 
 

@@ -10,6 +10,9 @@ Two wire forms exist (Trustee KBS protocol, resource responses):
 
 Only A256GCM content encryption exists on either side. Key management is RSA1_5, RSA-OAEP-256
 (SHA-256, MGF1-SHA-256, no label) or ECDH-ES+A256KW on P-256.
+
+The plaintext (the model key) is returned in a bytearray its receiver wipes: see
+:func:`_gcm_open` for where the libraries force an immutable copy.
 """
 
 from __future__ import annotations
@@ -128,9 +131,10 @@ class TeeKeyPair:
         pub = self._key.public_key().public_numbers()
         return {"kty": "RSA", "alg": self._alg, "n": _uint_b64(pub.n), "e": _uint_b64(pub.e)}
 
-    def decrypt(self, body: dict | str | bytes) -> bytes:
+    def decrypt(self, body: dict | str | bytes) -> bytearray:
         """Decrypt a KBS resource response; the wire form (RFC 7516 or legacy) is auto-detected.
 
+        The plaintext comes back in a bytearray the caller wipes once it is handed on.
         Raises :class:`JweError` for anything malformed, unsupported or failing authentication.
         """
         jwe = _parse_body(body)
@@ -142,7 +146,7 @@ class TeeKeyPair:
 
     # -- the two wire forms --------------------------------------------------------------
 
-    def _decrypt_rfc7516(self, jwe: dict, protected: str) -> bytes:
+    def _decrypt_rfc7516(self, jwe: dict, protected: str) -> bytearray:
         header = _header_json(b64url_decode(protected, "protected"), "protected header")
         for member in ("header", "unprotected"):
             if member in jwe:
@@ -170,7 +174,7 @@ class TeeKeyPair:
         # both parts passed the base64url alphabet check, so they are ASCII
         return self._open(header, encrypted_key, iv, ciphertext + tag, aad.encode("ascii"))
 
-    def _decrypt_legacy(self, jwe: dict, protected: str) -> bytes:
+    def _decrypt_legacy(self, jwe: dict, protected: str) -> bytearray:
         header = _header_json(protected, "legacy protected header")
         if header.get("alg") != RSA1_5:
             raise JweError("legacy (raw JSON protected) JWE supports only alg RSA1_5, "
@@ -208,7 +212,7 @@ class TeeKeyPair:
             raise JweError(f"JWE crit header parameters {header['crit']!r} are not understood")
 
     def _open(self, header: dict, encrypted_key: bytes, iv: bytes, ct_and_tag: bytes,
-              aad: bytes | None) -> bytes:
+              aad: bytes | None) -> bytearray:
         """Recover the CEK for this key's alg, then AES-256-GCM-decrypt (tag at the end)."""
         if self._alg == RSA1_5:
             return self._open_rsa1_5(encrypted_key, iv, ct_and_tag, aad)
@@ -223,11 +227,12 @@ class TeeKeyPair:
         if len(cek) != CEK_LEN:
             raise JweError(f"content encryption key is {len(cek)} bytes; A256GCM needs {CEK_LEN}")
         try:
-            return AESGCM(cek).decrypt(iv, ct_and_tag, aad)
+            return _gcm_open(cek, iv, ct_and_tag, aad)
         except InvalidTag:
             raise JweError("AES-GCM authentication failed (tag mismatch: wrong key or tampered JWE)")
 
-    def _open_rsa1_5(self, encrypted_key: bytes, iv: bytes, ct_and_tag: bytes, aad: bytes | None) -> bytes:
+    def _open_rsa1_5(self, encrypted_key: bytes, iv: bytes, ct_and_tag: bytes,
+                     aad: bytes | None) -> bytearray:
         # RFC 7516 §11.5: on a bad key blob continue with a random CEK so every failure surfaces at
         # the same place, with the same message.
         fallback = os.urandom(CEK_LEN)
@@ -238,7 +243,7 @@ class TeeKeyPair:
         if len(cek) != CEK_LEN:
             cek = fallback
         try:
-            return AESGCM(cek).decrypt(iv, ct_and_tag, aad)
+            return _gcm_open(cek, iv, ct_and_tag, aad)
         except InvalidTag:
             raise JweError(RSA1_5_FAILURE)
 
@@ -257,6 +262,29 @@ class TeeKeyPair:
             return aes_key_unwrap(_concat_kdf(z), encrypted_key)
         except InvalidUnwrap:
             raise JweError("AES key unwrap of encrypted_key failed (wrong key or tampered epk/encrypted_key)")
+
+
+def _gcm_open(cek: bytes, iv: bytes, ct_and_tag: bytes, aad: bytes | None) -> bytearray:
+    """AES-256-GCM open (tag at the end) into a bytearray the caller can wipe.
+
+    With ``AESGCM.decrypt_into`` (newer cryptography releases) the plaintext is written straight
+    into that buffer and exists nowhere else; older releases only have ``decrypt``, which returns
+    immutable bytes: those are copied into the buffer and that copy cannot be wiped (it stays in
+    freed memory until reused). The CEK is immutable bytes in every release: the RSA decrypt and
+    AES key-unwrap APIs return nothing else. A failed tag check wipes whatever was written.
+    """
+    out = bytearray(max(0, len(ct_and_tag) - TAG_LEN))
+    aead = AESGCM(cek)
+    decrypt_into = getattr(aead, "decrypt_into", None)
+    if decrypt_into is None:
+        out[:] = aead.decrypt(iv, ct_and_tag, aad)  # the library's immutable copy: see above
+        return out
+    try:
+        decrypt_into(iv, ct_and_tag, aad, out)
+    except BaseException:
+        out[:] = bytes(len(out))
+        raise
+    return out
 
 
 def _concat_kdf(z: bytes) -> bytes:
