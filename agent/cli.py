@@ -14,7 +14,7 @@ from cryptfs.core.argv import UsageParser, run_main
 from . import demo, exitcodes, protocol
 from . import tdx as tdxq
 from .attesters import CHOICES as ATTESTER_CHOICES
-from .errors import AgentError, QuoteError, QuoteVerificationError, UsageError
+from .errors import AgentError, QuoteError, QuoteVerificationError, UsageError, untrusted
 from .run.backends import BACKENDS, DEFAULT_METHOD
 
 MAX_INPUT = 64 << 20  # a quote is ~5 KB; DICE/post-quantum chains can reach MBs, never this
@@ -238,17 +238,32 @@ def cmd_quote(args) -> int:
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per record: json.dumps escapes newlines and control characters, so text
+    from a broker stays inside its ``message`` string."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": record.created, "level": record.levelname.lower(),
-                           "logger": record.name, "message": record.getMessage()})
+        out = {"ts": record.created, "level": record.levelname.lower(), "logger": record.name,
+               "message": record.getMessage()}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+class _TextFormatter(logging.Formatter):
+    """One record, one line: control characters escaped (:func:`agent.errors.untrusted`), so a
+    broker's error detail (newlines, ANSI escapes) can neither forge a log line nor drive the
+    terminal, whichever logger call quoted it."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s agent %(levelname)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return untrusted(super().format(record), None)
 
 
 def _setup_logging(fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s agent %(levelname)s %(message)s"))
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
