@@ -40,6 +40,7 @@ log = logging.getLogger("agent.broker")
 TEES = ("sample", "system", "tdx")
 SESSION_SECONDS = 300
 ERROR_TYPE = "https://github.com/confidential-containers/kbs/errors/"
+MAX_BODY = 1 << 20  # a request (evidence with its event log) is a few KB; a test server must not grow
 RTMR_KEYS = ("rtmr0", "rtmr1", "rtmr2", "rtmr3")
 
 
@@ -186,8 +187,8 @@ class Broker:
             if not isinstance(raw, str):
                 raise Refusal(400, "", "Json deserialize error: tee-evidence must be a string")
             try:
-                evidence = json.loads(raw)
-            except ValueError:
+                evidence = _json(raw, "tee-evidence")
+            except Refusal:
                 raise Refusal(401, "AttestationFailed", "tee-evidence is not JSON") from None
             return jwk, _object(evidence), ""
         runtime = body.get("runtime-data")
@@ -243,6 +244,16 @@ class Broker:
         return f"{head}.{body}.{b64url_encode(sig)}"
 
 
+def _json(raw: bytes | str, what: str):
+    """JSON from a client; a 400 for anything else, nesting too deep for the parser included."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise Refusal(400, "", f"Json deserialize error: {what} is nested too deeply") from None
+    except ValueError:
+        raise Refusal(400, "", f"Json deserialize error: {what} is not JSON") from None
+
+
 def _object(value) -> dict:
     if not isinstance(value, dict):
         raise Refusal(401, "AttestationFailed", "the evidence is not a JSON object")
@@ -279,12 +290,17 @@ def make_handler(broker: Broker):
             return None
 
         def _body(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                return json.loads(raw)
-            except ValueError:
-                raise Refusal(400, "", "Json deserialize error: body is not JSON") from None
+            """The request's JSON: at most MAX_BODY bytes, refused unread beyond (the connection is
+            then closed, its rest never read); nesting too deep for the parser is a 400 too."""
+            length = (self.headers.get("Content-Length") or "0").strip()
+            if not length.isdigit():
+                self.close_connection = True
+                raise Refusal(400, "", "Content-Length is not a number")
+            if int(length) > MAX_BODY:
+                self.close_connection = True
+                raise Refusal(413, "", f"request body larger than {MAX_BODY} bytes")
+            raw = self.rfile.read(int(length)) if int(length) else b""
+            return _json(raw, "body")
 
         def _send(self, status: int, obj, sid: str | None = None) -> None:
             data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
@@ -292,6 +308,8 @@ def make_handler(broker: Broker):
             ctype = "text/plain" if isinstance(obj, bytes) else "application/json"
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             if sid:
                 expires = formatdate(time.time() + SESSION_SECONDS, usegmt=True)
                 self.send_header("Set-Cookie", f"kbs-session-id={sid}; Expires={expires}")
@@ -316,8 +334,8 @@ def make_handler(broker: Broker):
                     return self._send(200, broker.resource(sid, rpath), sid)
                 raise Refusal(404, "InvalidRequestPath", f"no such endpoint {method} {path}")
             except Refusal as r:
-                if r.status == 400:
-                    return self._send(400, r.detail.encode())
+                if r.status in (400, 413):
+                    return self._send(r.status, r.detail.encode())
                 log.info("refused %s %s: %s %s", method, path, r.variant, r.detail)
                 return self._send(r.status, {"type": ERROR_TYPE + r.variant, "detail": r.detail})
 
