@@ -50,12 +50,13 @@ def fetch_key(cfg: RunConfig, args: Any, phases: PhaseLog) -> bytearray:
     from ..kbs import KbsClient, instance_info_header
 
     attester = select_attester(cfg.attester, os.environ, allow_debug=getattr(args, "allow_debug", False))
+    timeout = getattr(cfg, "timeout", None) or getattr(args, "timeout", None) or 60.0  # one overall deadline
     client = KbsClient(cfg.url, attester, dialect=getattr(args, "dialect", None),
                        key_alg=getattr(args, "key_alg", None), ca_bundle=getattr(args, "ca_bundle", None),
-                       instance_info=instance_info_header())
+                       timeout=timeout, instance_info=instance_info_header())
     client.handshake()
     phases.phase("handshake", attester=attester.name, dialect=client.dialect)
-    key = bytearray(client.get_resource(cfg.key_uri))
+    key = client.get_resource(cfg.key_uri)  # already a bytearray: no second copy to wipe
     phases.phase("key", bytes=len(key))
     return key
 
