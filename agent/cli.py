@@ -9,7 +9,8 @@ import os
 import sys
 import tempfile
 
-from cryptfs.core.argv import UsageParser, run_main
+from cryptfs.core.argv import UsageParser, prog_name, run_main
+from cryptfs.core.version import VERSION
 
 from . import demo, exitcodes, protocol
 from . import tdx as tdxq
@@ -25,8 +26,9 @@ class _Parser(UsageParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m agent",
+    parser = _Parser(prog=prog_name("agent"),
                      description="The confidential model-serving init agent.")
+    parser.add_argument("--version", action="version", version=f"agent {VERSION}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -54,28 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="attest, fetch the key, mount the model, then start COMMAND",
                        description="Configured by flags or the environment variables named in each "
-                                   "flag's help; with none of them set it just starts COMMAND.")
-    p.add_argument("--url", help="broker base URL (env TRUSTEE_URL)")
-    p.add_argument("--key-uri", help="kbs:///repo/type/tag of the model key (env DECRYPTION_KEY_URI)")
-    p.add_argument("--method",
-                   help=f"{' | '.join(BACKENDS)} (env ENCRYPTION_METHOD; default {DEFAULT_METHOD})")
-    p.add_argument("--expect-digest", metavar="DIGEST",
-                   help="sam only: refuse any package but this one (env EXPECTED_MODEL_DIGEST)")
-    p.add_argument("--cipher-dir", help="the encrypted model directory (env ENCRYPTED_MODEL_PATH)")
-    p.add_argument("--mount-path",
-                   help="where the plaintext appears (env MODEL_MOUNT_PATH; default /mnt/model)")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
-    _attest_args(p)
+                                   "flag's help (the flag wins); with none of them set it just starts "
+                                   "COMMAND.")
+    _run_args(p)
     p.add_argument("run_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
 
-    p = sub.add_parser("check", help="validate the run configuration and environment (no key fetched)")
-    p.add_argument("--url", help="broker base URL (env TRUSTEE_URL)")
-    p.add_argument("--key-uri", help="env DECRYPTION_KEY_URI")
-    p.add_argument("--method", help="env ENCRYPTION_METHOD")
-    p.add_argument("--expect-digest", metavar="DIGEST", help="env EXPECTED_MODEL_DIGEST")
-    p.add_argument("--cipher-dir", help="env ENCRYPTED_MODEL_PATH")
-    p.add_argument("--mount-path", help="env MODEL_MOUNT_PATH")
-    _attest_args(p)
+    p = sub.add_parser("check", help="validate the run configuration and environment (no key fetched)",
+                       description="Takes run's flags and variables; checks what run would need, in the "
+                                   "mode it would run, without fetching the key.")
+    _run_args(p)
 
     demo.add_parser(sub)
 
@@ -89,6 +78,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--policy", metavar="FILE", help="JSON policy (see agent/broker.py)")
     return parser
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    """run's and check's flags: each has an environment variable (agent.run.config.ENV), so no
+    flag has a default here; the variable, then the documented default, fill in what is not given."""
+    p.add_argument("--url", help="broker base URL, http(s)://HOST[:PORT][/PREFIX] (env TRUSTEE_URL)")
+    p.add_argument("--key-uri", help="kbs:///repo/type/tag of the model key (env DECRYPTION_KEY_URI)")
+    p.add_argument("--method",
+                   help=f"{' | '.join(BACKENDS)} (env ENCRYPTION_METHOD; default {DEFAULT_METHOD})")
+    p.add_argument("--expect-digest", metavar="DIGEST",
+                   help="sam only: refuse any package but this one (env EXPECTED_MODEL_DIGEST)")
+    p.add_argument("--cipher-dir", help="the encrypted model directory (env ENCRYPTED_MODEL_PATH)")
+    p.add_argument("--mount-path",
+                   help="where the plaintext appears (env MODEL_MOUNT_PATH; default /mnt/model)")
+    p.add_argument("--mount-mode", dest="mode", choices=("fuse", "copy"),
+                   help="fuse: serve through the decrypting mount; copy: decrypt into tmpfs, no FUSE "
+                        "needed (env MOUNT_MODE; default fuse)")
+    p.add_argument("--gocryptfs-flags", metavar="FLAGS",
+                   help="gocryptfs feature flags to accept beyond v2's defaults, comma-separated: "
+                        "XChaCha20Poly1305, AESSIV, DeterministicNames, LongNameMax, PlaintextNames "
+                        "(env GOCRYPTFS_FLAGS)")
+    p.add_argument("--log-format", choices=("text", "json"), help="env LOG_FORMAT; default text")
+    p.add_argument("--attester", choices=ATTESTER_CHOICES,
+                   help="evidence source (env ATTESTER; default auto: tdx where configfs-tsm offers it; "
+                        "sample only when asked for)")
+    first, *rest = protocol.DIALECTS
+    p.add_argument("--dialect", choices=protocol.DIALECTS,
+                   help=f"KBS protocol version (env KBS_DIALECT; default: probe {first}, then "
+                        f"{', '.join(rest)})")
+    p.add_argument("--key-alg", choices=protocol.KEY_ALGORITHMS,
+                   help=f"TEE key type for protocol >= 0.2.0 (env KEY_ALG; default "
+                        f"{protocol.DEFAULT_KEY_ALG} P-256)")
+    p.add_argument("--ca-bundle", metavar="PEM", help="CA certificates for an https broker (env "
+                                                      "TRUSTEE_CA_BUNDLE)")
+    p.add_argument("--require-tls", action="store_true", default=None,
+                   help="refuse an http:// broker URL (env TRUSTEE_REQUIRE_TLS=1)")
+    p.add_argument("--timeout", type=float,
+                   help="seconds for everything sent to the broker (env TRUSTEE_TIMEOUT; default 60)")
+    p.add_argument("--allow-debug", action="store_true", default=None,
+                   help="accept a debug TD (development only; env ALLOW_DEBUG=1)")
 
 
 def _attest_args(p: argparse.ArgumentParser) -> None:
@@ -271,8 +300,9 @@ def _setup_logging(fmt: str = "text") -> None:
 
 def cmd_run(args) -> int:
     from .run import run
+    from .run.config import log_format
 
-    _setup_logging(args.log_format)
+    _setup_logging(log_format(args))
     command = args.run_command[1:] if args.run_command[:1] == ["--"] else args.run_command
     try:
         return run(args, command)

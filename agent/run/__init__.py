@@ -7,10 +7,14 @@ pipe to the method's mount (``cryptfs mount --passfile /dev/fd/N``, or ``sam mou
 in an environment or in a log. The agent forwards SIGTERM/SIGINT/SIGHUP to the command, reaps
 orphans when it is PID 1, passes the command's exit code through (128+N for a signal) and tears
 the mount down when the command ends (command first, then unmount, then the daemon is waited for).
+Everything that can be refused without the key is refused before it is fetched (configuration,
+the cipher directory's kind and flags, the mount point, FUSE, the command's shape); a stop
+signal before the command starts unwinds the run, so no mount and no plaintext is left behind.
 
 The parts: :mod:`.config` (flags and variables), :mod:`.backends` (one per ENCRYPTION_METHOD),
-:mod:`.mount` (the mount child), :mod:`.ram` (MOUNT_MODE=copy), :mod:`.supervisor` (the command),
-:mod:`.phases` (the log), :mod:`.check` (``agent check``). A failure is an
+:mod:`.flags` (the gocryptfs flags accepted), :mod:`.mount` (the mount child), :mod:`.fuse` (can
+FUSE work here), :mod:`.ram` (MOUNT_MODE=copy), :mod:`.signals` (stops before the command),
+:mod:`.supervisor` (the command), :mod:`.phases` (the log), :mod:`.check` (``agent check``). A failure is an
 :class:`~agent.errors.AgentError` whose ``run_exit_code`` is the code ``run`` exits with.
 """
 
@@ -18,19 +22,21 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import MountFailed, UsageError
 from . import ram
 from .backends import BACKENDS, DEFAULT_METHOD, MountBackend
 from .check import check
 from .config import DEFAULT_MOUNT_PATH, ENV, METHODS, RunConfig
-from .mount import Mount
+from .mount import Mount, check_mount_point
 from .phases import PhaseLog
+from .signals import StopGuard, Stopped
 from .supervisor import Supervisor
 
 __all__ = ["BACKENDS", "DEFAULT_METHOD", "DEFAULT_MOUNT_PATH", "ENV", "METHODS", "Mount", "MountBackend",
-           "PhaseLog", "RunConfig", "Supervisor", "check", "fetch_key", "run"]
+           "PhaseLog", "RunConfig", "Supervisor", "check", "check_command", "fetch_key", "run"]
 
 log = logging.getLogger("agent.run")
 
@@ -44,53 +50,109 @@ def protect_process() -> None:
     lock_memory()
 
 
-def fetch_key(cfg: RunConfig, args: Any, phases: PhaseLog) -> bytearray:
+def check_command(command: list[str], mount_path: str | None = None) -> None:
+    """Refuse what cannot be the command: nothing, or a whole command line given as one argument.
+
+    A platform field that takes a string (EAS' command) may hand ``python server.py --port 8000``
+    over as ONE argv element; exec would fail only after the key was fetched and the model
+    mounted (127). A first element with whitespace that names no file is that mistake (124);
+    one under the mount path may only exist once mounted, so it is left alone.
+    """
+    if not command:
+        raise UsageError("give the command to start after --, e.g. python -m agent run -- python server.py")
+    first = command[0]
+    if not any(c.isspace() for c in first) or os.path.exists(first) or shutil.which(first):
+        return
+    if mount_path and os.path.abspath(first).startswith(os.path.abspath(mount_path).rstrip("/") + "/"):
+        return
+    raise UsageError(f"the command is the single argument {first!r}, which names no program: a whole command "
+                     "line was given as one string. Give its words as separate arguments (exec form: "
+                     f"[\"{first.split()[0]}\", ...]), or let a shell split it: sh -c '{first}'")
+
+
+def fetch_key(cfg: RunConfig, phases: PhaseLog) -> bytearray:
     """Attest to the broker and receive the key, in a buffer the caller wipes."""
     from ..attesters import select as select_attester
     from ..kbs import KbsClient, instance_info_header
 
-    attester = select_attester(cfg.attester, os.environ, allow_debug=getattr(args, "allow_debug", False))
-    timeout = getattr(cfg, "timeout", None) or getattr(args, "timeout", None) or 60.0  # one overall deadline
-    client = KbsClient(cfg.url, attester, dialect=getattr(args, "dialect", None),
-                       key_alg=getattr(args, "key_alg", None), ca_bundle=getattr(args, "ca_bundle", None),
-                       timeout=timeout, instance_info=instance_info_header())
+    attester = select_attester(cfg.attester, os.environ, allow_debug=cfg.allow_debug)
+    client = KbsClient(cfg.url, attester, dialect=cfg.dialect, key_alg=cfg.key_alg, ca_bundle=cfg.ca_bundle,
+                       timeout=cfg.timeout, instance_info=instance_info_header())  # one overall deadline
     client.handshake()
     phases.phase("handshake", attester=attester.name, dialect=client.dialect)
-    key = client.get_resource(cfg.key_uri)  # already a bytearray: no second copy to wipe
+    key = client.get_resource(cfg.key_uri)
+    if not isinstance(key, bytearray):
+        key = bytearray(key)  # a buffer the caller can wipe
     phases.phase("key", bytes=len(key))
     return key
 
 
 def run(args: Any, command: list[str]) -> int:
     """The whole run; the command's exit code, or an AgentError whose run_exit_code says why not."""
-    if not command:
-        raise UsageError("give the command to start after --, e.g. python -m agent run -- python server.py")
-    phases = PhaseLog(getattr(args, "log_format", "text") or "text")
     cfg = RunConfig.resolve(args, os.environ)
+    check_command(command, cfg.mount_path if cfg.secure else None)
+    phases = PhaseLog(cfg.log_format)
     if not cfg.secure:
         log.info("no DECRYPTION_KEY_URI: starting the command without attestation or mount")
         return Supervisor(command, None).run()
+    warning = cfg.transport_warning()
+    if warning:
+        log.warning("%s", warning)
     protect_process()
+    with StopGuard() as guard:
+        try:
+            return _secure_run(cfg, command, phases, guard)
+        except Stopped as e:
+            log.error("stopped by %s before the command started; nothing is left mounted or decrypted",
+                      e.name)
+            return e.exit_code
+
+
+def _secure_run(cfg: RunConfig, command: list[str], phases: PhaseLog, guard: StopGuard) -> int:
+    """Everything that can be refused without the key is refused first; then key, mount or copy, command."""
+    from .fuse import fuse_problem
+
     backend = cfg.backend()
-    target = ram.check_ram_target(cfg.mount_path) if cfg.mode == "copy" else None
     fields = backend.prepare()  # what can be refused without the key is refused now
+    if cfg.mode == "copy":
+        target = ram.CopyTarget(cfg.mount_path)
+    else:
+        target = None
+        check_mount_point(cfg.mount_path)
+        problem = fuse_problem()
+        if problem:
+            raise MountFailed(problem)
     phases.phase("config", key_uri=cfg.key_uri, cipher_dir=cfg.cipher_dir, mount=cfg.mount_path,
                  mode=cfg.mode, method=cfg.method, **fields)
-    key = fetch_key(cfg, args, phases)
+    key = fetch_key(cfg, phases)
     if target is not None:
+        return _serve_copied(backend, key, target, command, phases, guard)
+    return _serve_mounted(backend, key, command, phases, guard)
+
+
+def _serve_copied(backend: MountBackend, key: bytearray, target: ram.CopyTarget, command: list[str],
+                  phases: PhaseLog, guard: StopGuard) -> int:
+    """Decrypt into RAM with the key (then wiped), run the command, always remove the plaintext."""
+    try:
         try:
-            backend.copy_into(key, target)
+            backend.copy_into(key, target.path)
         finally:
             key[:] = bytes(len(key))
-        phases.phase("unlock+copy", path=cfg.mount_path)
+        phases.phase("unlock+copy", path=target.path)
         phases.phase("ready")
-        return Supervisor(command, None).run()
-    return _serve_mounted(backend, key, command, phases)
+        code = Supervisor(command, None).run()
+        phases.phase("command exited", code=code)
+        return code
+    finally:
+        guard.hold()
+        target.remove()
+        phases.phase("plaintext removed")
 
 
-def _serve_mounted(backend: MountBackend, key: bytearray, command: list[str], phases: PhaseLog) -> int:
+def _serve_mounted(backend: MountBackend, key: bytearray, command: list[str], phases: PhaseLog,
+                   guard: StopGuard) -> int:
     """Mount with the key (then wiped), run the command on the mount, always unmount."""
-    mount = Mount(backend)
+    mount = Mount(backend, phases.fmt)
     try:
         try:
             mount.start(key)
@@ -102,6 +164,7 @@ def _serve_mounted(backend: MountBackend, key: bytearray, command: list[str], ph
         phases.phase("command exited", code=code)
         return code
     finally:
+        guard.hold()
         mount.stop()
         if mount.proc is not None:
             phases.phase("unmounted")

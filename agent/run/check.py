@@ -1,10 +1,12 @@
 """``agent check``: validate the run configuration and the environment without fetching the key.
 
-One line per check, so that an operator can fix everything in one pass: the configuration, the
-cipher directory (what the method's backend can tell without the key), /dev/fuse and the mount
-point, the attester, and the broker (reachable, which protocol version: :meth:`KbsClient.probe`,
-which neither attests nor fetches). Exit 0 when everything is fine, else the ``run`` code of the
-first failure, so that a script can act on ``check`` as it would on ``run``.
+One line per check, so that an operator can fix everything in one pass: the configuration (and
+the http warning run would give), the cipher directory (what the method's backend refuses
+before the key: its kind, gocryptfs' flags, a Sam pin), FUSE and the mount point (or, for
+MOUNT_MODE=copy, the RAM target), the attester, and the broker (reachable, which protocol
+version: :meth:`KbsClient.probe`, which neither attests nor fetches). Exit 0 when everything is
+fine, else the ``run`` code of the first failure, so that a script can act on ``check`` as it
+would on ``run``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ __all__ = ["Checks", "check"]
 
 
 class Checks:
-    """The results so far; each is printed as it is made (``ok  `` or ``FAIL``)."""
+    """The results so far; each is printed as it is made (``ok  ``, ``warn`` or ``FAIL``)."""
 
     def __init__(self) -> None:
         self.results: list[tuple[bool, str, int]] = []
@@ -30,6 +32,10 @@ class Checks:
     def record(self, ok: bool, what: str, code: int = exitcodes.RUN_CONFIG) -> None:
         self.results.append((ok, what, code))
         print(f"{'ok  ' if ok else 'FAIL'} {what}", flush=True)
+
+    def warn(self, what: str) -> None:
+        """Something run would warn about: printed, but it does not fail the check."""
+        print(f"warn {what}", flush=True)
 
     def fail(self, what: str, error: AgentError) -> None:
         """A failed check whose code is the error's own run code."""
@@ -42,7 +48,11 @@ class Checks:
 
 
 def check(args: Any, environ: Mapping[str, str] = os.environ) -> int:
-    """Validate configuration and environment without fetching the key; one line per check."""
+    """Validate configuration and environment without fetching the key; one line per check.
+
+    What is checked is what run will need, in the mode it will run: FUSE (device and libfuse3)
+    and an unused mount point for MOUNT_MODE=fuse, a RAM-backed empty target for copy.
+    """
     checks = Checks()
     try:
         cfg = RunConfig.resolve(args, environ)
@@ -54,47 +64,67 @@ def check(args: Any, environ: Mapping[str, str] = os.environ) -> int:
                             "clear (no attestation, no mount)")
         return exitcodes.OK
     checks.record(True, f"configuration: key {cfg.key_uri}, cipher dir {cfg.cipher_dir}, mount "
-                        f"{cfg.mount_path}")
+                        f"{cfg.mount_path} (MOUNT_MODE={cfg.mode})")
+    warning = cfg.transport_warning()
+    if warning:
+        checks.warn(warning)
     backend = cfg.backend()
     try:
         checks.record(True, f"{backend.check_label}: {backend.describe()}")
     except AgentError as e:
         checks.fail(backend.check_label, e)
-    check_fuse(cfg, checks)
-    attester = check_attester(cfg, args, environ, checks)
+    if cfg.mode == "copy":
+        check_copy_target(cfg, checks)
+    else:
+        check_fuse(cfg, checks)
+    attester = check_attester(cfg, environ, checks)
     if attester is not None:
-        check_broker(cfg, args, attester, checks)
+        check_broker(cfg, attester, checks)
     return checks.exit_code
 
 
 def check_fuse(cfg: RunConfig, checks: Checks) -> None:
-    """/dev/fuse can be opened, and the mount point is usable (empty, not mounted, a directory)."""
-    from cryptfs.core.mount import mounted_paths  # not at import: the agent's CLI starts faster
+    """/dev/fuse can be opened, libfuse3 loads, and the mount point is usable (empty, not mounted)."""
+    from .fuse import fuse_hint, libfuse3_problem
+    from .mount import check_mount_point
 
     try:
         os.close(os.open("/dev/fuse", os.O_RDWR))
         checks.record(True, "/dev/fuse can be opened")
     except OSError as e:
-        checks.record(False, f"/dev/fuse cannot be opened ({e.strerror}): run the container with --device "
-                             "/dev/fuse and --cap-add SYS_ADMIN", exitcodes.RUN_MOUNT)
-    mp = os.path.realpath(cfg.mount_path)
-    if mp in mounted_paths():
-        checks.record(False, f"mount point {cfg.mount_path} is already mounted", exitcodes.RUN_MOUNT)
-    elif os.path.isdir(mp) and os.listdir(mp):
-        checks.record(False, f"mount point {cfg.mount_path} is not empty", exitcodes.RUN_MOUNT)
-    elif os.path.exists(mp) and not os.path.isdir(mp):
-        checks.record(False, f"mount point {cfg.mount_path} is not a directory", exitcodes.RUN_MOUNT)
+        checks.record(False, f"/dev/fuse cannot be opened ({e.strerror}): {fuse_hint()}", exitcodes.RUN_MOUNT)
+    problem = libfuse3_problem()
+    if problem:
+        checks.record(False, f"{problem}, or set MOUNT_MODE=copy", exitcodes.RUN_MOUNT)
     else:
-        state = "exists" if os.path.isdir(mp) else "will be created"
-        checks.record(True, f"mount point {cfg.mount_path} usable ({state})")
+        checks.record(True, "libfuse3 loads")
+    try:
+        check_mount_point(cfg.mount_path)
+    except AgentError as e:
+        checks.fail("mount point", e)
+        return
+    state = "exists" if os.path.isdir(cfg.mount_path) else "will be created"
+    checks.record(True, f"mount point {cfg.mount_path} usable ({state})")
 
 
-def check_attester(cfg: RunConfig, args: Any, environ: Mapping[str, str], checks: Checks) -> Attester | None:
+def check_copy_target(cfg: RunConfig, checks: Checks) -> None:
+    """MOUNT_MODE=copy needs no FUSE: a RAM-backed, empty target instead."""
+    from .ram import check_ram_target
+
+    try:
+        target = check_ram_target(cfg.mount_path)
+    except AgentError as e:
+        checks.fail("copy target", e)
+        return
+    checks.record(True, f"copy target {target} is RAM-backed and empty (no FUSE needed)")
+
+
+def check_attester(cfg: RunConfig, environ: Mapping[str, str], checks: Checks) -> Attester | None:
     """The attester run would use (for auto: what it looked for when there is none)."""
     from ..attesters import select as select_attester
 
     try:
-        attester = select_attester(cfg.attester, environ, allow_debug=getattr(args, "allow_debug", False))
+        attester = select_attester(cfg.attester, environ, allow_debug=cfg.allow_debug)
     except AgentError as e:
         checks.record(False, f"attester: {e}", exitcodes.RUN_ATTESTER)
         return None
@@ -102,13 +132,13 @@ def check_attester(cfg: RunConfig, args: Any, environ: Mapping[str, str], checks
     return attester
 
 
-def check_broker(cfg: RunConfig, args: Any, attester: Attester, checks: Checks) -> None:
+def check_broker(cfg: RunConfig, attester: Attester, checks: Checks) -> None:
     """The broker is reachable and speaks a protocol version we know; the key is not fetched."""
     from ..kbs import KbsClient
 
-    client = KbsClient(cfg.url, attester, dialect=getattr(args, "dialect", None),
-                       ca_bundle=getattr(args, "ca_bundle", None), timeout=getattr(args, "timeout", 10.0))
     try:
+        client = KbsClient(cfg.url, attester, dialect=cfg.dialect, key_alg=cfg.key_alg,
+                           ca_bundle=cfg.ca_bundle, timeout=cfg.timeout)
         dialect = client.probe()
     except AgentError as e:
         checks.fail(f"broker {cfg.url}", e)

@@ -10,11 +10,22 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 
-__all__ = ["PhaseLog"]
+__all__ = ["PhaseLog", "emit_json"]
 
 log = logging.getLogger("agent.run")
+_write_lock = threading.Lock()  # the mount daemon's relayed lines come from another thread
+
+
+def emit_json(level: str, logger: str, message: str, **fields: object) -> None:
+    """One JSON record on stderr, one line (json.dumps escapes newlines and control characters)."""
+    record = {"ts": time.time(), "level": level, "logger": logger, "message": message, **fields}
+    line = json.dumps(record) + "\n"
+    with _write_lock:
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
 
 class PhaseLog:
@@ -30,9 +41,8 @@ class PhaseLog:
         took, total = now - self.last, now - self.start
         self.last = now
         if self.fmt == "json":
-            record = {"ts": time.time(), "level": "info", "phase": name, "seconds": round(took, 4),
-                      "since_start": round(total, 4), **fields}
-            print(json.dumps(record), file=sys.stderr, flush=True)
+            emit_json("info", "agent.run", f"phase {name}", phase=name, seconds=round(took, 4),
+                      since_start=round(total, 4), **fields)
         else:
             extra = "".join(f" {k}={v}" for k, v in fields.items())
             log.info("phase %s: %.3f s (%.3f s since start)%s", name, took, total, extra)

@@ -41,33 +41,41 @@ class Supervisor:
         self.command = command
         self.mount = mount
         self.child: subprocess.Popen | None = None
+        self.pending: int | None = None  # a signal that came before the command existed
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         # returncode, not poll(): poll() could reap the command here, and _wait's waitpid(-1)
         # would then block on the mount daemon and lose the command's exit code.
-        if self.child is not None and self.child.returncode is None:
+        if self.child is None:
+            self.pending = self.pending or signum
+        elif self.child.returncode is None:
             try:
                 os.kill(self.child.pid, signum)
             except ProcessLookupError:
                 pass
 
     def run(self) -> int:
-        """Start the command and return its exit code (or RUN_MOUNT_DIED)."""
+        """Start the command and return its exit code (or RUN_MOUNT_DIED).
+
+        The forwarding handlers are installed first, so that no signal falls between the run's
+        own handlers and these: one that comes before the command exists is sent to it at once.
+        """
+        previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
         try:
-            # Its own process group: a terminal's Ctrl-C reaches the agent only, which forwards it
-            # once (otherwise the command would get SIGINT twice).
-            self.child = subprocess.Popen(self.command, **own_process_group())
-        except FileNotFoundError:
-            raise CommandNotFound(f"command not found: {self.command[0]}") from None
-        except PermissionError:
-            raise CommandNotExecutable(f"command not executable: {self.command[0]}") from None
-        for sig in FORWARDED:
-            signal.signal(sig, self._forward)
-        try:
+            try:
+                # Its own process group: a terminal's Ctrl-C reaches the agent only, which forwards
+                # it once (otherwise the command would get SIGINT twice).
+                self.child = subprocess.Popen(self.command, **own_process_group())
+            except FileNotFoundError:
+                raise CommandNotFound(f"command not found: {self.command[0]}") from None
+            except PermissionError:
+                raise CommandNotExecutable(f"command not executable: {self.command[0]}") from None
+            if self.pending is not None:
+                self._forward(self.pending, None)
             return self._wait()
         finally:
-            for sig in FORWARDED:
-                signal.signal(sig, signal.SIG_DFL)
+            for sig, handler in previous.items():  # the run's own (its StopGuard), not the defaults
+                signal.signal(sig, handler)
 
     def _wait(self) -> int:
         mount_pid = self.mount.pid if self.mount else None

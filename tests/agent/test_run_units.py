@@ -116,12 +116,14 @@ def test_expected_digest_is_the_backends_business(tmp_path):
                                                  "EXPECTED_MODEL_DIGEST": "sha256:abc"})
 
 
-def test_gocryptfs_mount_command(tmp_path):
-    backend = config(tmp_path / "c", tmp_path / "m").backend()
-    assert backend.prepare() == {}  # nothing to open before the key
+def test_gocryptfs_mount_command(tmp_path, gocryptfs_dir):
+    cipher, _ = gocryptfs_dir
+    backend = config(cipher, tmp_path / "m").backend()
+    # before the key: gocryptfs.conf is read and its flags held to GOCRYPTFS_FLAGS
+    assert backend.prepare() == {"flags": "HKDF,GCMIV128,DirIV,EMENames,LongNames,Raw64"}
     assert backend.mount_command(5, 7) == [
         sys.executable, "-m", "cryptfs", "mount", "--fg", "--allow_other", "--passfile", "/dev/fd/5",
-        "--notify-fd", "7", str(tmp_path / "c"), str(tmp_path / "m")]
+        "--notify-fd", "7", "--no-holes", str(cipher), str(tmp_path / "m")]
 
 
 def test_sam_mount_command_pins_the_digest(tmp_path, sam_package):

@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMON_REASONS", "MountBackend"]
 
-# What the operator should check when a mount child exits with a code both formats share.
+# What the operator should check when a mount child exits with a code both formats share (for
+# MOUNTPOINT, mount_failure adds what this container lacks for FUSE: agent.run.fuse.fuse_hint).
 COMMON_REASONS = {
-    core_exitcodes.MOUNTPOINT: "MODEL_MOUNT_PATH cannot be used, or FUSE is unavailable: the container needs "
-                               "--device /dev/fuse and CAP_SYS_ADMIN, and the mount point must be empty and "
-                               "not mounted",
+    core_exitcodes.MOUNTPOINT: "MODEL_MOUNT_PATH cannot be used (it must be an empty directory, not a mount "
+                               "point), or FUSE is unavailable",
 }
 
 
@@ -55,7 +55,16 @@ class MountBackend(ABC):
 
         A model that would be refused anyway must never cost a key release.
         """
+        self.check_kind()
         return {}
+
+    def check_kind(self) -> None:
+        """Refuse a directory of the other method, or a plaintext model, naming the variable to change."""
+        from .detect import mismatch
+
+        problem = mismatch(self.cfg.cipher_dir, self.name)
+        if problem:
+            raise ConfigurationError(problem)
 
     def mount_command(self, key_fd: int, note_fd: int) -> list[str]:
         """The mount child's argv: the key comes from ``key_fd``, readiness goes to ``note_fd``.
@@ -78,6 +87,10 @@ class MountBackend(ABC):
     def mount_failure(self, code: int) -> AgentError:
         """The agent error for the mount child's exit ``code``: the message says what to check."""
         reason = self.reasons.get(code) or COMMON_REASONS.get(code, "see the messages above")
+        if code == core_exitcodes.MOUNTPOINT and code not in self.reasons:
+            from ..fuse import fuse_hint
+
+            reason = f"{reason}: {fuse_hint()}"
         error = WrongKey if code == self.wrong_key_code else MountFailed
         return error(f"mount failed ({self.tool} exit {code}): {reason}", code)
 

@@ -84,9 +84,9 @@ class SamBackend(MountBackend):
         from sam.errors import DigestMismatch, SamError
         from sam.package import Package
 
+        self.check_kind()
         try:
-            pkg = Package.open(self.cfg.cipher_dir)
-            pkg.check_digest(self.pin)
+            pkg = Package.open(self.cfg.cipher_dir, expect_digest=self.pin)  # the pin before parsing
         except DigestMismatch as e:
             raise ModelRejected(f"ENCRYPTED_MODEL_PATH: {e}") from None
         except SamError as e:
