@@ -30,6 +30,7 @@ class Checks:
         self.results: list[tuple[bool, str, int]] = []
 
     def record(self, ok: bool, what: str, code: int = exitcodes.RUN_CONFIG) -> None:
+        """Print the line at once (a slow broker check must not hide the earlier results)."""
         self.results.append((ok, what, code))
         print(f"{'ok  ' if ok else 'FAIL'} {what}", flush=True)
 
@@ -43,6 +44,7 @@ class Checks:
 
     @property
     def exit_code(self) -> int:
+        """0, or the run code of the first failure: what run would have stopped on first."""
         failed = [code for ok, _, code in self.results if not ok]
         return failed[0] if failed else exitcodes.OK
 

@@ -148,6 +148,7 @@ def _raw_values(args: Any, environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _bool(raw: Mapping[str, Any], name: str) -> bool:
+    """A yes/no variable; anything else is refused, so that a typo never silently means no."""
     value = raw[name]
     if value is None or isinstance(value, bool):
         return bool(value)
@@ -158,6 +159,7 @@ def _bool(raw: Mapping[str, Any], name: str) -> bool:
 
 
 def _choice(raw: Mapping[str, Any], name: str, choices: tuple[str, ...], fold: bool = True) -> str | None:
+    """One of ``choices`` (any case when ``fold``), None when unset: a variable gets the flag's check."""
     value = raw[name]
     if value is None:
         return None
@@ -194,6 +196,7 @@ def _check_url(url: str, require_tls: bool) -> str:
 
 
 def _ca_bundle(path: str | None) -> str | None:
+    """The CA file must exist now: a missing one would otherwise fail only at the TLS handshake."""
     if path and not os.path.isfile(path):
         raise ConfigurationError(f"TRUSTEE_CA_BUNDLE={path}: no such file (the PEM CA certificates for "
                                  "an https broker)")
@@ -201,6 +204,7 @@ def _ca_bundle(path: str | None) -> str | None:
 
 
 def _timeout(value: Any) -> float:
+    """Positive, finite seconds (a flag gives a float already, a variable a string)."""
     if value is None:
         return DEFAULT_TIMEOUT
     try:

@@ -151,6 +151,7 @@ def relay_json(stream: IO[bytes], tool: str) -> None:
 
 
 def _level(line: str) -> str:
+    """A record level guessed from the line's words: the daemon's own format is not parsed."""
     lower = line.lower()
     if "error" in lower or "traceback" in lower:
         return "error"

@@ -28,10 +28,12 @@ class Stopped(BaseException):  # noqa: N818 (a control-flow signal, like Keyboar
 
     @property
     def exit_code(self) -> int:
+        """128+N, as a shell reports a command killed by signal N."""
         return 128 + self.signum
 
     @property
     def name(self) -> str:
+        """SIGTERM, SIGINT, ...: for the log line."""
         return signal.Signals(self.signum).name
 
 
@@ -57,6 +59,7 @@ class StopGuard:
         self.armed = False
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        """Raise :class:`Stopped` once while armed; afterwards only remember the signal."""
         self.received = self.received or signum
         if self.armed:
             self.armed = False  # one unwind is enough

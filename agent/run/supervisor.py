@@ -44,6 +44,7 @@ class Supervisor:
         self.pending: int | None = None  # a signal that came before the command existed
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
+        """Pass a signal on to the command, which decides how to stop (the agent waits for it)."""
         # returncode, not poll(): poll() could reap the command here, and _wait's waitpid(-1)
         # would then block on the mount daemon and lose the command's exit code.
         if self.child is None:
@@ -78,6 +79,7 @@ class Supervisor:
                 signal.signal(sig, handler)
 
     def _wait(self) -> int:
+        """Reap every child (PID 1 duty) until the command or the mount daemon ends."""
         mount_pid = self.mount.pid if self.mount else None
         while True:
             try:
@@ -97,6 +99,7 @@ class Supervisor:
             # anything else: an orphan reparented to us (PID 1 duty), now reaped
 
     def _stop_child(self) -> None:
+        """SIGTERM, then SIGKILL after STOP_GRACE: a server must not outlive its model."""
         self.child.send_signal(signal.SIGTERM)
         try:
             self.child.wait(STOP_GRACE)
