@@ -68,6 +68,7 @@ class ReadOnlyOps:
     """The FUSE callbacks (mfusepy calls them by name; OSError(errno) becomes -errno)."""
 
     use_ns = True
+    gate = None  # a warmup.ForegroundGate while a warm-up may run: told who sends each read
 
     def __init__(self, source: MountSource, options: MountOptions, on_ready=None):
         self.source = source
@@ -240,6 +241,8 @@ def fuse_class(mfusepy):
 
         def read(self, path, buf, size, offset, fip):
             fh = fip.contents.fh
+            if self.operations.gate is not None:  # the requesting thread: warm-up or foreground
+                self.operations.gate.note(mfusepy.fuse_get_context()[2], size)
             out = (ctypes.c_char * size).from_address(ctypes.cast(buf, ctypes.c_void_p).value)
             return self.operations.read_into(None if path is None else os.fsdecode(path), fh,
                                              memoryview(out).cast("B"), offset)

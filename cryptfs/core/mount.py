@@ -4,6 +4,8 @@
 returns once the mount is ready (exit 0) or with a clear error and a non-zero code. The
 daemon logs to syslog or ``--log FILE``; ``-fg`` stays in the foreground and logs to stderr.
 SIGINT/SIGTERM unmount cleanly; so does ``fusermount3 -u`` or ``python -m cryptfs unmount``.
+With ``--warmup`` a background pass (:mod:`cryptfs.core.warmup`) starts after readiness is
+signalled, so it never delays whoever waits for the mount, and ends with the mount.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from . import chunks
+from . import chunks, warmup
 from .errors import MountPointError, UsageError
 from .fuse import ReadOnlyOps, fuse_class
 from .hardening import lock_memory
@@ -121,12 +123,16 @@ def setup_logging(cfg: MountOptions, daemon: bool) -> None:
 
 
 class Readiness:
-    """Runs once the kernel has the mount: readahead, detach stdio, tell whoever waits."""
+    """Runs once the kernel has the mount: readahead, detach stdio, tell whoever waits.
 
-    def __init__(self, cfg: MountOptions, mountpoint: str, ready_pipe: int | None):
+    ``then`` (the warm-up's start) runs last: whoever waits is told first.
+    """
+
+    def __init__(self, cfg: MountOptions, mountpoint: str, ready_pipe: int | None, then=None):
         self.cfg = cfg
         self.mountpoint = mountpoint
         self.ready_pipe = ready_pipe
+        self.then = then
 
     def __call__(self) -> None:
         deadline = time.monotonic() + 10
@@ -146,6 +152,8 @@ class Readiness:
             _write_line(self.ready_pipe, "ok")
         if self.cfg.notify_fd is not None:
             _write_line(self.cfg.notify_fd, f"ready {self.mountpoint}")
+        if self.then is not None:
+            self.then()
 
 
 def _write_line(fd: int, line: str) -> None:
@@ -163,12 +171,30 @@ def detach_stdio() -> None:
     os.close(devnull)
 
 
+def make_warmup(cfg: MountOptions, mountpoint: str) -> warmup.Warmup | None:
+    """The daemon's warm-up pass over its own mount, or None without --warmup.
+
+    CRYPTFS_WARMUP_PACE (seconds slept after each 1 MiB) is a test hook: it makes a pass long
+    enough to be cancelled half-way.
+    """
+    if not cfg.warmup:
+        return None
+    return warmup.Warmup(mountpoint, cfg.warmup_budget, warmup.ForegroundGate(),
+                         is_mounted=lambda: mountpoint in mounted_paths(),
+                         readahead=(cfg.readahead_kb or 128) << 10,
+                         pace=float(os.environ.get("CRYPTFS_WARMUP_PACE") or 0),
+                         private_namespace=True)
+
+
 def serve(source: MountSource, cfg: MountOptions, mountpoint: str, ready_pipe: int | None) -> int:
     """Run the FUSE loop until unmounted; returns an exit code."""
     lock_memory()  # here, in the serving process: memory locks do not survive fork()
     mfusepy = load_mfusepy()
     chunks.set_decrypt_threads(cfg.threads())
-    ops = ReadOnlyOps(source, cfg, on_ready=Readiness(cfg, mountpoint, ready_pipe))
+    warm = make_warmup(cfg, mountpoint)
+    ops = ReadOnlyOps(source, cfg, on_ready=Readiness(cfg, mountpoint, ready_pipe,
+                                                      then=warm.start if warm else None))
+    ops.gate = warm.gate if warm else None
     log.info("block path: %s", source.block_path)
     if source.block_path != "c":
         log.warning("the C block path is not active: decryption runs in Python and is slower")
@@ -181,6 +207,11 @@ def serve(source: MountSource, cfg: MountOptions, mountpoint: str, ready_pipe: i
             log.error("mount failed: libfuse returned %s", e)
             return 1
         log.info("stopped by a signal")
+    finally:
+        if warm is not None:  # the connection is closed by now: a read in flight fails at once
+            warm.stop("unmounted")
+            if ops.ready_seen:
+                log.info("%s", warm.gate.report())
     log.info("unmounted %s", mountpoint)
     return 0
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .chunks import BLOCK_PATHS
 from .errors import UsageError
+from .warmup import DEFAULT_BUDGET, parse_budget
 
 READAHEAD_KB_DEFAULT = 2048  # measured in bench/: 1-4 MiB all help; see bench/README.md
 CACHE_TIMEOUT = 3600.0  # attr/entry timeouts: the tree never changes under a read-only mount
@@ -34,6 +35,17 @@ class MountOptions:
     block_path: str = "auto"  # auto | c | python
     decrypt_threads: int | None = None  # None: the measured default (see decrypt_threads_for)
     cache_timeout: float = CACHE_TIMEOUT
+    warmup: bool = False  # read every file through the mount once it is ready (core/warmup.py)
+    warmup_budget: str | int = DEFAULT_BUDGET  # a size ("8G", bytes as int) or "NN%" of MemAvailable
+
+    def __post_init__(self) -> None:
+        """Budget and combination errors when the options are made, not in the daemon later."""
+        try:
+            parse_budget(self.warmup_budget)
+        except ValueError as e:
+            raise UsageError(f"--warmup-budget: {e}") from None
+        if self.warmup and self.direct_io:
+            raise UsageError("--warmup fills the page cache, which --direct-io bypasses: use one of them")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, source_dir: str, subtype: str) -> MountOptions:
@@ -48,11 +60,14 @@ class MountOptions:
             raise UsageError("--readahead-kb must be 0 or more")
         if args.decrypt_threads is not None and not 0 <= args.decrypt_threads <= 16:
             raise UsageError("--decrypt-threads must be between 0 and 16")
+        budget = getattr(args, "warmup_budget", None)
         return cls(source_dir=source_dir, mountpoint=args.mountpoint, foreground=args.fg,
                    allow_other=args.allow_other, nonempty=args.nonempty, extra_options=args.options,
                    direct_io=args.direct_io, readahead_kb=readahead, log_file=args.log,
                    notify_fd=args.notify_fd, subtype=subtype, block_path=args.block_path,
-                   decrypt_threads=args.decrypt_threads)
+                   decrypt_threads=args.decrypt_threads,
+                   warmup=getattr(args, "warmup", False) or budget is not None,
+                   warmup_budget=DEFAULT_BUDGET if budget is None else budget)
 
     def threads(self) -> int:
         """Extra threads that split one large request: only where it pays (bench/README.md).
@@ -92,3 +107,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decrypt-threads", type=int, default=None, metavar="N",
                    help="C path: extra threads that share one large request (default 0; with "
                         "--direct-io cores - 1)")
+    p.add_argument("--warmup", action="store_true",
+                   help="once the mount is ready, read every file through it in the background "
+                        "(small files first, then shards in natural order) so the model server "
+                        "loads from the page cache; it pauses while other reads arrive")
+    p.add_argument("--warmup-budget", metavar="SIZE|PCT%", default=None,
+                   help="warm at most SIZE (e.g. 8G, 512M) or PCT%% of MemAvailable at the start "
+                        f"(default {DEFAULT_BUDGET.replace('%', '%%')}: keep 25%% free); implies --warmup")
