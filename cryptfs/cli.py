@@ -1,4 +1,4 @@
-"""``python -m cryptfs``: decrypt, encrypt, info and fsck gocryptfs v2 directories."""
+"""``python -m cryptfs``: decrypt, encrypt, info, fsck, digest and mount gocryptfs v2 directories."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from . import __version__, exitcodes
+from . import __version__, cli_pin, exitcodes
 from .config import SCRYPT_LOGN_DEFAULT, SCRYPT_LOGN_MAX, SCRYPT_LOGN_MIN, ConfFile, FsParams
 from .core import chunks, options
 from .core.argv import UsageParser, prog_name, run_main
@@ -16,7 +16,7 @@ from .cryptocore import GCM, SIV, XCHACHA
 from .errors import UsageError
 from .names import LONGNAME_MAX_DEFAULT, LONGNAME_MAX_MIN
 from .password import KeySource
-from .tree import check_cipherdir, conf_path_for, open_tree
+from .tree import check_cipherdir, conf_path_for
 
 
 class _Parser(UsageParser):
@@ -37,7 +37,8 @@ def _unlock_args(p: argparse.ArgumentParser) -> None:
 def _no_holes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-holes", dest="holes", action="store_false",
                    help="an all-zero cipher block is a tampered block (EIO / exit 26), not 4 KiB of zeros "
-                        "as gocryptfs serves it (model files are not sparse; agent run always sets it)")
+                        "as gocryptfs serves it (model files are not sparse; agent run always sets it; "
+                        "--expect-digest implies it)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-external-links", action="store_true",
                    help="also write symlinks whose target is absolute or leaves the tree (skipped with a "
                         "warning by default; the mount never serves them)")
+    cli_pin.add_pin_arguments(p)
     _common(p)
 
     p = sub.add_parser("encrypt", help="encrypt PLAINDIR into a new gocryptfs directory")
@@ -95,9 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     _unlock_args(p)
     options.add_arguments(p)
     _no_holes(p)
+    cli_pin.add_pin_arguments(p)
 
     p = sub.add_parser("unmount", help="unmount a cryptfs (or any FUSE) mount")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
+
+    cli_pin.add_digest_command(sub)
 
     p = sub.add_parser("fsck", help="authenticate every name and block; list each problem")
     p.add_argument("cipherdir", metavar="CIPHERDIR")
@@ -121,9 +126,8 @@ def _mib(n: int) -> str:
 
 
 def _open(args):
-    """The unlocked tree for decrypt, fsck and mount (password or master key, --block-path)."""
-    keys = KeySource(args.passfile, args.extpass, args.masterkey)
-    return open_tree(args.cipherdir, keys, args.config, args.block_path, getattr(args, "holes", True))
+    """The unlocked tree for decrypt, fsck and mount (password or master key, --block-path, pin)."""
+    return cli_pin.open_for(args)
 
 
 def cmd_decrypt(args) -> int:
@@ -237,7 +241,7 @@ def _count(n: int, noun: str) -> str:
 
 
 COMMANDS = {"decrypt": cmd_decrypt, "encrypt": cmd_encrypt, "info": cmd_info, "fsck": cmd_fsck,
-            "mount": cmd_mount, "unmount": cmd_unmount}
+            "mount": cmd_mount, "unmount": cmd_unmount, "digest": cli_pin.cmd_digest}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,6 +139,23 @@ def _lower_keys(obj: dict) -> dict:
     return {k.lower(): v for k, v in obj.items()}
 
 
+def read_conf_bytes(path: str) -> bytes:
+    """The raw bytes of a config file (at most CONF_MAX), as the tree digest hashes them.
+
+    A FIFO, device or directory in its place is refused, never waited on.
+    """
+    try:
+        data = read_small_regular(path, CONF_MAX, follow=True)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found: is this a gocryptfs directory? "
+                          "(give --config, or --masterkey to work without it)") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    if len(data) > CONF_MAX:
+        raise ConfigError(f"{path} is larger than {CONF_MAX >> 20} MiB: not a gocryptfs.conf")
+    return data
+
+
 @dataclass
 class ConfFile:
     encrypted_key: bytes
@@ -153,16 +170,7 @@ class ConfFile:
     @classmethod
     def load(cls, path: str) -> ConfFile:
         """Read and validate; a FIFO, device or directory in its place is refused, never waited on."""
-        try:
-            data = read_small_regular(path, CONF_MAX, follow=True)
-        except FileNotFoundError:
-            raise ConfigError(f"{path} not found: is this a gocryptfs directory? "
-                              "(give --config, or --masterkey to work without it)") from None
-        except OSError as e:
-            raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-        if len(data) > CONF_MAX:
-            raise ConfigError(f"{path} is larger than {CONF_MAX >> 20} MiB: not a gocryptfs.conf")
-        return cls.parse(data, path)
+        return cls.parse(read_conf_bytes(path), path)
 
     @classmethod
     def parse(cls, data: bytes, path: str = "gocryptfs.conf") -> ConfFile:

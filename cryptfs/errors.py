@@ -47,6 +47,12 @@ class WrongPasswordError(CryptfsError):
     exit_code = exitcodes.PASSWORD_INCORRECT
 
 
+class DigestMismatch(CryptfsError):
+    """The tree is not the one the caller pinned: refused before any key material is read."""
+
+    exit_code = exitcodes.DIGEST_MISMATCH
+
+
 class MountPointError(core.MountPointError, CryptfsError):
     exit_code = exitcodes.MOUNTPOINT
 
@@ -66,3 +72,10 @@ class BlockError(core.ChunkError, IntegrityError):
 
 class BadNameError(IntegrityError):
     """An encrypted file name (or a dir IV / long-name sidecar) cannot be decrypted."""
+
+
+class TreeChangedError(IntegrityError):
+    """A pinned tree's entry no longer matches its measurement (swapped, truncated, re-moded).
+
+    An IntegrityError, so the mount answers EIO (and logs it) and decrypt exits 26.
+    """

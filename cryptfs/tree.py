@@ -61,7 +61,7 @@ class CipherTree(MountSource):
         if iv is None:
             path = os.path.join(cipher_dir, nm.DIRIV_NAME)
             try:
-                iv = nm.check_diriv(read_small_regular(path, nm.DIRIV_LEN))
+                iv = nm.check_diriv(self._read_meta(path, nm.DIRIV_LEN))
             except (FileNotFoundError, NotADirectoryError):
                 _check_is_dir(cipher_dir)  # a path below a missing directory or a file: ENOENT/ENOTDIR
                 raise BadNameError(f"{display(path)} is missing: the directory cannot be "
@@ -97,7 +97,7 @@ class CipherTree(MountSource):
             return self.names.decrypt(disk, iv)
         sidecar = os.path.join(cipher_dir, disk + nm.LONGNAME_SUFFIX)
         try:
-            encoded = read_small_regular(sidecar, nm.SIDECAR_MAX)
+            encoded = self._read_meta(sidecar, nm.SIDECAR_MAX)
         except OSError as e:
             raise BadName(f"long-name sidecar unreadable ({e.strerror})") from None
         if not encoded or len(encoded) > nm.SIDECAR_MAX:
@@ -111,7 +111,7 @@ class CipherTree(MountSource):
         cdir = self.cipher_path(rel)
         iv = self.dir_iv(cdir)
         entries, problems = [], []
-        for disk in sorted(os.listdir(cdir)):
+        for disk in self._list_disk(cdir):
             if self._hidden(cdir, disk):
                 continue
             try:
@@ -140,11 +140,25 @@ class CipherTree(MountSource):
     def block_path(self) -> str:
         return self.content.block_path
 
+    # the backing store: every read of it below goes through these (cryptfs.pin checks them) ----
+    def _read_meta(self, path: bytes, limit: int) -> bytes:
+        """A dir IV or long-name sidecar: never blocks (a FIFO in its place is refused)."""
+        return read_small_regular(path, limit)
+
+    def _list_disk(self, cipher_dir: bytes) -> list[bytes]:
+        return sorted(os.listdir(cipher_dir))
+
+    def _lstat_backing(self, cpath: bytes, rel: bytes) -> os.stat_result:
+        return os.lstat(cpath)
+
+    def _read_target(self, cpath: bytes, rel: bytes) -> bytes:
+        return os.readlink(cpath)
+
     # attributes and data ----------------------------------------------------
     def lstat(self, rel: bytes) -> os.stat_result:
         """The backing lstat with st_size replaced by the plaintext size."""
         cpath = self.cipher_path(rel)
-        st = os.lstat(cpath)
+        st = self._lstat_backing(cpath, rel)
         if stat.S_ISREG(st.st_mode):
             size = self.content.plain_size(st.st_size)
         elif stat.S_ISLNK(st.st_mode):
@@ -159,7 +173,7 @@ class CipherTree(MountSource):
                                        if hasattr(st, k)})
 
     def readlink_cipher(self, cpath: bytes, rel: bytes) -> bytes:
-        target = os.readlink(cpath)
+        target = self._read_target(cpath, rel)
         if self.names.plaintext or not target:
             return target
         try:
