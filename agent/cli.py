@@ -76,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KBS protocol to speak (0.1.0: Alibaba chart 1.0.0; 0.4.0: current)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--policy", metavar="FILE", help="JSON policy (see agent/broker.py)")
+    p.add_argument("--policy", metavar="FILE", help="JSON policy (see docs/agent.md)")
+    p.add_argument("--reference", action="append", default=[], metavar="FILE",
+                   help="reference values: an RVPS 'sample' message file, as registered with Trustee's RVPS "
+                        "(repeatable; values are added to the policy's)")
+    p.add_argument("--require-model-event", action="store_true",
+                   help="deny keys unless the replayed event log holds at least one pai/load-model event")
     return parser
 
 
@@ -359,7 +364,8 @@ def cmd_broker(args) -> int:
     _setup_logging()
     if not args.resource:
         raise UsageError("give at least one --resource REPO/TYPE/TAG=@FILE")
-    b = broker.Broker(broker.load_resources(args.resource), args.dialect, broker.Policy.load(args.policy))
+    policy = broker.Policy.load(args.policy, args.reference, args.require_model_event)
+    b = broker.Broker(broker.load_resources(args.resource), args.dialect, policy)
     try:
         server = broker.serve(b, args.host, args.port)
     except OSError as e:
@@ -367,6 +373,7 @@ def cmd_broker(args) -> int:
     logging.getLogger("agent.broker").warning(
         "dev broker (protocol %s) on http://%s:%d serving %d resource(s): for development only, never "
         "for production", args.dialect, args.host, server.server_address[1], len(b.resources))
+    logging.getLogger("agent.broker").info("policy: %s", policy.describe())
     try:
         server.serve_forever()
     finally:

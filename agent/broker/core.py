@@ -1,43 +1,36 @@
-"""A local Trustee-compatible key broker for laptops and tests (never for production).
+"""The dev broker's protocol side: sessions, evidence checks, tokens, resource release.
 
-It speaks KBS protocol 0.1.0 or 0.4.0 on loopback, verifies ``sample``, ``system`` and ``tdx``
-evidence (for tdx: the quote is parsed, the report-data binding checked, debug TDs refused
-unless the policy allows them, optional MRTD/RTMR allow-lists; quote signatures are not
-checked, there is no collateral here), answers errors in Trustee's JSON form with Trustee's
-status codes, and logs each attestation and release without secrets.
-
-Policy file (JSON, every member optional):
-
-    {"allow_tees": ["sample", "system", "tdx"],
-     "allow_resources": ["*"], "deny_resources": ["default/private/*"],
-     "tdx": {"allow_debug": false, "mr_td": ["<hex>"], "rtmr0": ["<hex>"], ...},
-     "system": {"environment": {"eas-test": "123"}}}
+What each TEE's evidence must show at /attest: ``sample``: the report-data binding only;
+``system``: the binding, the policy's environment values, and an event log that replays to
+``rtmr_register``; ``tdx``: the quote parsed, its REPORTDATA binding checked, no debug TD unless
+allowed, optional MRTD/RTMR allow-lists, and the event log replayed to RTMR3. The quote's
+signatures are NOT checked (no collateral here; ``python -m agent quote --verify`` checks them
+offline). The replayed model events are judged at resource release (:mod:`.measured`), where
+Trustee's rego verdict takes effect: a denial is a ``PolicyDeny``, never a failed attestation.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 
-from . import binding, jwe
-from .b64 import b64decode, b64encode, b64url_encode
-from .errors import QuoteError, UsageError
-from .protocol import BROKER_DIALECTS, LATEST, LEGACY_DIALECTS
+from .. import binding, jwe
+from ..b64 import b64decode, b64encode, b64url_encode
+from ..errors import QuoteError, UsageError
+from ..measure import Event
+from ..protocol import BROKER_DIALECTS, LATEST, LEGACY_DIALECTS
+from . import measured
+from .policy import TEES, Policy
 
 log = logging.getLogger("agent.broker")
 
-TEES = ("sample", "system", "tdx")
 SESSION_SECONDS = 300
 ERROR_TYPE = "https://github.com/confidential-containers/kbs/errors/"
 MAX_BODY = 1 << 20  # a request (evidence with its event log) is a few KB; a test server must not grow
@@ -53,44 +46,13 @@ class Refusal(Exception):
 
 
 @dataclass
-class Policy:
-    allow_tees: tuple[str, ...] = TEES
-    allow_resources: tuple[str, ...] = ("*",)
-    deny_resources: tuple[str, ...] = ()
-    tdx: dict = field(default_factory=dict)
-    system: dict = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: str | None) -> Policy:
-        if not path:
-            return cls()
-        try:
-            with open(path, encoding="utf-8") as f:
-                obj = json.load(f)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"policy file {path}: {e}") from None
-        if not isinstance(obj, dict):
-            raise UsageError(f"policy file {path}: expected a JSON object")
-        unknown = set(obj) - {"allow_tees", "allow_resources", "deny_resources", "tdx", "system"}
-        if unknown:
-            raise UsageError(f"policy file {path}: unknown members {sorted(unknown)}")
-        return cls(tuple(obj.get("allow_tees", TEES)), tuple(obj.get("allow_resources", ("*",))),
-                   tuple(obj.get("deny_resources", ())), dict(obj.get("tdx", {})),
-                   dict(obj.get("system", {})))
-
-    def resource_allowed(self, path: str) -> bool:
-        if any(fnmatch.fnmatchcase(path, p) for p in self.deny_resources):
-            return False
-        return any(fnmatch.fnmatchcase(path, p) for p in self.allow_resources)
-
-
-@dataclass
 class Session:
     nonce: str
     tee: str
     expires: float
     jwk: dict | None = None
     attested: bool = False
+    events: list[Event] | None = None  # the replayed AAEL events; None: the evidence has no register
 
 
 def typed_jwk(jwk) -> dict:
@@ -104,6 +66,8 @@ def typed_jwk(jwk) -> dict:
 
 
 class Broker:
+    """The broker's state and its three endpoints; the HTTP side is :mod:`.server`."""
+
     def __init__(self, resources: dict[str, bytes], dialect: str = LATEST, policy: Policy | None = None):
         if dialect not in BROKER_DIALECTS:
             raise UsageError(f"--dialect must be one of {', '.join(BROKER_DIALECTS)}")
@@ -142,9 +106,12 @@ class Broker:
         digest = binding.runtime_data_digest(self.dialect, session.nonce, jwk, additional)
         if session.tee not in self.policy.allow_tees:
             raise Refusal(401, "PolicyDeny", f"the attestation policy does not accept tee {session.tee!r}")
-        claims = {"sample": self._verify_sample, "system": self._verify_system,
-                  "tdx": self._verify_tdx}[session.tee](evidence, digest)
-        session.jwk, session.attested = jwk, True
+        claims, events = {"sample": self._verify_sample, "system": self._verify_system,
+                          "tdx": self._verify_tdx}[session.tee](evidence, digest)
+        if events is not None:
+            models = sum(1 for e in events if measured.is_model_event(e))
+            claims += f", event log replayed ({len(events)} AAEL event(s), {models} load-model)"
+        session.jwk, session.attested, session.events = jwk, True, events
         log.info("attest ok: tee=%s session=%s instance=%s %s", session.tee, _short(sid),
                  instance_info or "-", claims)
         return {"token": self._token(session, claims)}
@@ -156,6 +123,11 @@ class Broker:
         if not self.policy.resource_allowed(path):
             log.info("release denied by policy: %s to tee=%s", path, session.tee)
             raise Refusal(401, "PolicyDeny", "Access denied by policy")
+        reason = measured.model_denial(session.events, self.policy.reference, self.policy.require_model_event,
+                                       session.tee)
+        if reason is not None:
+            log.info("release denied by the model rule: %s to tee=%s: %s", path, session.tee, reason)
+            raise Refusal(401, "PolicyDeny", reason)
         data = self.resources.get(path)
         if data is None:
             log.info("release failed, no such resource: %s", path)
@@ -204,20 +176,26 @@ class Broker:
             raise Refusal(401, "AttestationFailed", "additional_evidence must be a string")
         return jwk, _object(tee_evidence.get("primary_evidence")), additional
 
-    def _verify_sample(self, evidence: dict, digest: bytes) -> str:
+    # Each verifier returns (claims for the log and token, the replayed AAEL events or None when
+    # the evidence has no register at all).
+    def _verify_sample(self, evidence: dict, digest: bytes) -> tuple[str, list[Event] | None]:
         _check_b64_report_data(evidence, digest)
-        return "report_data ok"
+        return "report_data ok", None
 
-    def _verify_system(self, evidence: dict, digest: bytes) -> str:
+    def _verify_system(self, evidence: dict, digest: bytes) -> tuple[str, list[Event] | None]:
         _check_b64_report_data(evidence, digest)
         env = evidence.get("environment")
         for name, want in self.policy.system.get("environment", {}).items():
             if not isinstance(env, dict) or env.get(name) != want:
                 raise Refusal(401, "AttestationFailed", f"environment {name!r} does not match the policy")
-        return "report_data ok, environment ok"
+        try:
+            events = measured.system_events(evidence)
+        except measured.EvidenceMismatch as e:
+            raise Refusal(401, "AttestationFailed", f"system evidence refused: {e}") from None
+        return "report_data ok, environment ok", events
 
-    def _verify_tdx(self, evidence: dict, digest: bytes) -> str:
-        from .tdx import check_quote
+    def _verify_tdx(self, evidence: dict, digest: bytes) -> tuple[str, list[Event] | None]:
+        from ..tdx import check_quote
 
         try:
             raw = b64decode(evidence.get("quote") or "")
@@ -231,7 +209,11 @@ class Broker:
             if allowed is not None and value.hex() not in [a.lower() for a in allowed]:
                 raise Refusal(401, "AttestationFailed",
                               f"{key} {value.hex()[:16]}… is not in the policy's list")
-        return f"mr_td={quote.body.mr_td.hex()[:16]}…"
+        try:
+            events = measured.tdx_events(evidence, quote.body.rtmrs[3])
+        except measured.EvidenceMismatch as e:
+            raise Refusal(401, "AttestationFailed", f"tdx evidence refused: {e}") from None
+        return f"mr_td={quote.body.mr_td.hex()[:16]}…", events
 
     def _token(self, session: Session, claims: str) -> str:
         """An HS256 token (clients do not verify it; the cookie is what authorises)."""
@@ -274,102 +256,3 @@ def _short(sid: str | None) -> str:
     return hashlib.sha256((sid or "").encode()).hexdigest()[:8]
 
 
-def make_handler(broker: Broker):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "cryptfs-dev-broker"
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, fmt, *args):  # access log without cookies or bodies
-            log.debug("%s %s", self.address_string(), fmt % args)
-
-        def _cookie(self) -> str | None:
-            for part in (self.headers.get("Cookie") or "").split(";"):
-                name, _, value = part.strip().partition("=")
-                if name == "kbs-session-id":
-                    return value
-            return None
-
-        def _body(self):
-            """The request's JSON: at most MAX_BODY bytes, refused unread beyond (the connection is
-            then closed, its rest never read); nesting too deep for the parser is a 400 too."""
-            length = (self.headers.get("Content-Length") or "0").strip()
-            if not length.isdigit():
-                self.close_connection = True
-                raise Refusal(400, "", "Content-Length is not a number")
-            if int(length) > MAX_BODY:
-                self.close_connection = True
-                raise Refusal(413, "", f"request body larger than {MAX_BODY} bytes")
-            raw = self.rfile.read(int(length)) if int(length) else b""
-            return _json(raw, "body")
-
-        def _send(self, status: int, obj, sid: str | None = None) -> None:
-            data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-            self.send_response(status)
-            ctype = "text/plain" if isinstance(obj, bytes) else "application/json"
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            if sid:
-                expires = formatdate(time.time() + SESSION_SECONDS, usegmt=True)
-                self.send_header("Set-Cookie", f"kbs-session-id={sid}; Expires={expires}")
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _dispatch(self, method: str) -> None:
-            path = self.path.split("?", 1)[0]
-            sid = self._cookie()
-            try:
-                if method == "POST" and path.endswith("/kbs/v0/auth"):
-                    challenge, new_sid = broker.auth(self._body())
-                    return self._send(200, challenge, new_sid)
-                if method == "POST" and path.endswith("/kbs/v0/attest"):
-                    token = broker.attest(sid, self._body(), self.headers.get("AAInstanceInfo"))
-                    return self._send(200, token, sid)
-                marker = "/kbs/v0/resource/"
-                if method == "GET" and marker in path:
-                    rpath = path.split(marker, 1)[1]
-                    if rpath.count("/") != 2:
-                        raise Refusal(404, "InvalidRequestPath", f"invalid resource path {rpath!r}")
-                    return self._send(200, broker.resource(sid, rpath), sid)
-                raise Refusal(404, "InvalidRequestPath", f"no such endpoint {method} {path}")
-            except Refusal as r:
-                if r.status in (400, 413):
-                    return self._send(r.status, r.detail.encode())
-                log.info("refused %s %s: %s %s", method, path, r.variant, r.detail)
-                return self._send(r.status, {"type": ERROR_TYPE + r.variant, "detail": r.detail})
-
-        def do_POST(self):  # noqa: N802 (http.server naming)
-            self._dispatch("POST")
-
-        def do_GET(self):  # noqa: N802
-            self._dispatch("GET")
-
-    return Handler
-
-
-def serve(broker: Broker, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
-    """Bind and return the server (call serve_forever); loopback unless asked otherwise."""
-    server = ThreadingHTTPServer((host, port), make_handler(broker))
-    server.daemon_threads = True
-    return server
-
-
-def load_resources(specs: list[str]) -> dict[str, bytes]:
-    """``repo/type/tag=@FILE`` (the file's bytes) for each --resource."""
-    out = {}
-    for spec in specs:
-        path, eq, source = spec.partition("=")
-        if not eq or not source.startswith("@"):
-            raise UsageError(f"--resource {spec!r}: expected repo/type/tag=@FILE (a value on the command "
-                             "line would be visible to other users)")
-        try:
-            binding.kbs_resource_path("kbs:///" + path)
-        except ValueError as e:
-            raise UsageError(f"--resource {path!r}: {e}") from None
-        try:
-            with open(os.path.expanduser(source[1:]), "rb") as f:
-                out[path] = f.read()
-        except OSError as e:
-            raise UsageError(f"--resource {path}: cannot read {source[1:]}: {e.strerror}") from None
-    return out
