@@ -1,4 +1,5 @@
-"""``python -m agent``: the init agent's command line (``quote``, ``get-resource``, ``broker``)."""
+"""``python -m agent``: the init agent's command line (``quote``, ``get-resource``, ``broker``, ``run``,
+``check``, ``reference``, ``demo``)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import tempfile
 from cryptfs.core.argv import UsageParser, prog_name, run_main
 from cryptfs.core.version import VERSION
 
-from . import demo, exitcodes, protocol
+from . import demo, exitcodes, protocol, reference
 from . import tdx as tdxq
 from .attesters import CHOICES as ATTESTER_CHOICES
 from .errors import AgentError, QuoteError, QuoteVerificationError, UsageError, untrusted
 from .run.backends import BACKENDS, DEFAULT_METHOD
+from .run.launch import MEASURE_MODES
 
 MAX_INPUT = 64 << 20  # a quote is ~5 KB; DICE/post-quantum chains can reach MBs, never this
 
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mode it would run, without fetching the key.")
     _run_args(p)
 
+    reference.add_parser(sub)
     demo.add_parser(sub)
 
     p = sub.add_parser("broker", help="run a local Trustee-compatible dev broker on loopback",
@@ -93,7 +96,15 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method",
                    help=f"{' | '.join(BACKENDS)} (env ENCRYPTION_METHOD; default {DEFAULT_METHOD})")
     p.add_argument("--expect-digest", metavar="DIGEST",
-                   help="sam only: refuse any package but this one (env EXPECTED_MODEL_DIGEST)")
+                   help="refuse any model but this one: the gocryptfs tree digest or the Sam package digest, "
+                        "sha256:... (env EXPECTED_MODEL_DIGEST)")
+    p.add_argument("--model-id", metavar="ID",
+                   help="the model-id measured in the pai/load-model event (env MODEL_ID; default the tag of "
+                        "the key URI)")
+    p.add_argument("--measure", choices=MEASURE_MODES,
+                   help="measure the model and command before the key is fetched: auto (where a register "
+                        "exists, else warn), required (else exit 113 before any request), off (env MEASURE; "
+                        "default auto)")
     p.add_argument("--cipher-dir", help="the encrypted model directory (env ENCRYPTED_MODEL_PATH)")
     p.add_argument("--mount-path",
                    help="where the plaintext appears (env MODEL_MOUNT_PATH; default /mnt/model)")
@@ -389,7 +400,7 @@ def cmd_check(args) -> int:
 
 
 COMMANDS = {"quote": cmd_quote, "get-resource": cmd_get_resource, "broker": cmd_broker, "run": cmd_run,
-            "check": cmd_check, "demo": demo.cmd_demo}
+            "check": cmd_check, "reference": reference.cmd_reference, "demo": demo.cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ NO_KBS = 12  # no KBS at the broker URL: /auth answered 404 (a missing path pref
 # signal); a range model servers rarely use, like env/timeout's 125-127.
 RUN_NO_KBS = 111  # no KBS at TRUSTEE_URL: /auth answered 404 or redirected (check the URL's path)
 RUN_CONFIG = 112  # the configuration is invalid or partial (DECRYPTION_KEY_URI missing, ...)
-RUN_ATTESTER = 113  # no usable attester / evidence could not be collected
+RUN_ATTESTER = 113  # no usable attester / evidence could not be collected / the launch cannot be measured
 RUN_UNREACHABLE = 114  # the key broker cannot be reached
 RUN_VERSION_MISMATCH = 115  # the broker speaks no KBS protocol version we know
 RUN_EVIDENCE_REFUSED = 116  # the broker refused the evidence
@@ -36,7 +36,7 @@ RUN_PROTOCOL = 119  # the broker's reply is malformed or cannot be decrypted
 RUN_MOUNT = 120  # the mount failed (FUSE unavailable, bad cipher dir, busy mount point)
 RUN_WRONG_KEY = 121  # the key from the broker does not unlock the cipher dir
 RUN_MOUNT_DIED = 122  # the mount daemon died while the command ran; the command was stopped
-RUN_MODEL_REJECTED = 123  # a Sam package is not the one EXPECTED_MODEL_DIGEST pins, or fails authentication
+RUN_MODEL_REJECTED = 123  # not the pinned (or the measured) model; a Sam package fails authentication
 RUN_USAGE = 124  # bad command line for run
 RUN_ERROR = 125  # any other failure of the agent itself
 RUN_COMMAND_NOT_EXECUTABLE = 126  # the command exists but cannot be executed

@@ -8,13 +8,18 @@ in an environment or in a log. The agent forwards SIGTERM/SIGINT/SIGHUP to the c
 orphans when it is PID 1, passes the command's exit code through (128+N for a signal) and tears
 the mount down when the command ends (command first, then unmount, then the daemon is waited for).
 Everything that can be refused without the key is refused before it is fetched (configuration,
-the cipher directory's kind and flags, the mount point, FUSE, the command's shape); a stop
-signal before the command starts unwinds the run, so no mount and no plaintext is left behind.
+the cipher directory's kind and flags, its digest against EXPECTED_MODEL_DIGEST, the mount
+point, FUSE, the command's shape); a stop signal before the command starts unwinds the run, so
+no mount and no plaintext is left behind. Between those checks and the first request to the
+broker the launch is measured (:mod:`.launch`): the model's digest and the command go into the
+attester's register and the event log, so that the broker can check them before it releases
+the key; the mount (or copy) then serves only the model with that digest.
 
-The parts: :mod:`.config` (flags and variables), :mod:`.backends` (one per ENCRYPTION_METHOD),
-:mod:`.flags` (the gocryptfs flags accepted), :mod:`.mount` (the mount child), :mod:`.fuse` (can
-FUSE work here), :mod:`.ram` (MOUNT_MODE=copy), :mod:`.signals` (stops before the command),
-:mod:`.supervisor` (the command), :mod:`.phases` (the log), :mod:`.check` (``agent check``). A failure is an
+The parts: :mod:`.config` (flags and variables), :mod:`.launch` (what is measured),
+:mod:`.backends` (one per ENCRYPTION_METHOD), :mod:`.flags` (the gocryptfs flags accepted),
+:mod:`.mount` (the mount child), :mod:`.fuse` (can FUSE work here), :mod:`.ram`
+(MOUNT_MODE=copy), :mod:`.signals` (stops before the command), :mod:`.supervisor` (the command),
+:mod:`.phases` (the log), :mod:`.check` (``agent check``). A failure is an
 :class:`~agent.errors.AgentError` whose ``run_exit_code`` is the code ``run`` exits with.
 """
 
@@ -23,10 +28,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MountFailed, UsageError
-from . import ram
+from . import launch, ram
 from .backends import BACKENDS, DEFAULT_METHOD, MountBackend
 from .check import check
 from .config import DEFAULT_MOUNT_PATH, ENV, METHODS, RunConfig
@@ -36,7 +41,11 @@ from .signals import StopGuard, Stopped
 from .supervisor import Supervisor
 
 __all__ = ["BACKENDS", "DEFAULT_METHOD", "DEFAULT_MOUNT_PATH", "ENV", "METHODS", "Mount", "MountBackend",
-           "PhaseLog", "RunConfig", "Supervisor", "check", "check_command", "fetch_key", "run"]
+           "PhaseLog", "RunConfig", "Supervisor", "attest_and_fetch", "check", "check_command", "fetch_key",
+           "measure_model", "run", "select_attester"]
+
+if TYPE_CHECKING:
+    from ..attesters import Attester
 
 log = logging.getLogger("agent.run")
 
@@ -70,12 +79,23 @@ def check_command(command: list[str], mount_path: str | None = None) -> None:
                      f"[\"{first.split()[0]}\", ...]), or let a shell split it: sh -c '{first}'")
 
 
+def select_attester(cfg: RunConfig) -> Attester:
+    """The attester the run will attest with: chosen before measuring, so the events go into the
+    register that its evidence reports."""
+    from ..attesters import select
+
+    return select(cfg.attester, os.environ, allow_debug=cfg.allow_debug)
+
+
 def fetch_key(cfg: RunConfig, phases: PhaseLog) -> bytearray:
     """Attest to the broker and receive the key, in a buffer the caller wipes."""
-    from ..attesters import select as select_attester
+    return attest_and_fetch(cfg, select_attester(cfg), phases)
+
+
+def attest_and_fetch(cfg: RunConfig, attester: Attester, phases: PhaseLog) -> bytearray:
+    """Attest with ``attester`` and receive the key, in a buffer the caller wipes."""
     from ..kbs import KbsClient, instance_info_header
 
-    attester = select_attester(cfg.attester, os.environ, allow_debug=cfg.allow_debug)
     client = KbsClient(cfg.url, attester, dialect=cfg.dialect, key_alg=cfg.key_alg, ca_bundle=cfg.ca_bundle,
                        timeout=cfg.timeout, instance_info=instance_info_header())  # one overall deadline
     client.handshake()
@@ -124,10 +144,22 @@ def _secure_run(cfg: RunConfig, command: list[str], phases: PhaseLog, guard: Sto
             raise MountFailed(problem)
     phases.phase("config", key_uri=cfg.key_uri, cipher_dir=cfg.cipher_dir, mount=cfg.mount_path,
                  mode=cfg.mode, method=cfg.method, **fields)
-    key = fetch_key(cfg, phases)
+    attester = select_attester(cfg)
+    measure_model(cfg, attester.name, backend.pin, command, phases)
+    key = attest_and_fetch(cfg, attester, phases)
     if target is not None:
         return _serve_copied(backend, key, target, command, phases, guard)
     return _serve_mounted(backend, key, command, phases, guard)
+
+
+def measure_model(cfg: RunConfig, attester_name: str, digest: str, command: list[str],
+                  phases: PhaseLog) -> None:
+    """The load-model and run/command events (:mod:`.launch`), before any request to the broker."""
+    events = [(launch.MODEL_DOMAIN, launch.MODEL_OPERATION, launch.load_model_content(cfg.model_id, digest)),
+              (launch.AGENT_DOMAIN, launch.COMMAND_OPERATION,
+               launch.command_content(command, cfg.mount_path, cfg.method, cfg.mode))]
+    measured = launch.measure_launch(cfg.measure, attester_name, events)
+    phases.phase("measure", model_id=cfg.model_id, hash=digest, measure=cfg.measure, events=len(measured))
 
 
 def _serve_copied(backend: MountBackend, key: bytearray, target: ram.CopyTarget, command: list[str],

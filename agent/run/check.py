@@ -2,11 +2,12 @@
 
 One line per check, so that an operator can fix everything in one pass: the configuration (and
 the http warning run would give), the cipher directory (what the method's backend refuses
-before the key: its kind, gocryptfs' flags, a Sam pin), FUSE and the mount point (or, for
-MOUNT_MODE=copy, the RAM target), the attester, and the broker (reachable, which protocol
-version: :meth:`KbsClient.probe`, which neither attests nor fetches). Exit 0 when everything is
-fine, else the ``run`` code of the first failure, so that a script can act on ``check`` as it
-would on ``run``.
+before the key: its kind, gocryptfs' flags, the model's digest against EXPECTED_MODEL_DIGEST),
+FUSE and the mount point (or, for MOUNT_MODE=copy, the RAM target), the attester and whether it
+can measure the launch as MEASURE asks, and the broker (reachable, which protocol version:
+:meth:`KbsClient.probe`, which neither attests nor fetches). Exit 0 when everything is fine,
+else the ``run`` code of the first failure, so that a script can act on ``check`` as it would
+on ``run``.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def check(args: Any, environ: Mapping[str, str] = os.environ) -> int:
         check_fuse(cfg, checks)
     attester = check_attester(cfg, environ, checks)
     if attester is not None:
+        check_measurement(cfg, attester, environ, checks)
         check_broker(cfg, attester, checks)
     return checks.exit_code
 
@@ -132,6 +134,28 @@ def check_attester(cfg: RunConfig, environ: Mapping[str, str], checks: Checks) -
         return None
     checks.record(True, f"attester: {attester.name} (tee {attester.tee})")
     return attester
+
+
+def check_measurement(cfg: RunConfig, attester: Attester, environ: Mapping[str, str], checks: Checks) -> None:
+    """Whether run could measure the model with this attester, as MEASURE asks (nothing is measured)."""
+    from .launch import availability
+
+    what = f"measurement (MEASURE={cfg.measure}, model-id {cfg.model_id})"
+    if cfg.measure == "off":
+        checks.warn(f"{what}: run would measure nothing")
+        return
+    try:
+        found = availability(attester.name, environ)
+    except AgentError as e:
+        checks.fail(what, e)
+        return
+    if found:
+        checks.record(True, f"{what}: {found.reason}")
+    elif cfg.measure == "required":
+        checks.record(False, f"{what}: {found.reason}; run would exit before any request",
+                      exitcodes.RUN_ATTESTER)
+    else:
+        checks.warn(f"{what}: {found.reason}; run would start unmeasured")
 
 
 def check_broker(cfg: RunConfig, attester: Attester, checks: Checks) -> None:

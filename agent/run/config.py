@@ -21,9 +21,10 @@ from .. import binding, protocol
 from ..errors import ConfigurationError
 from .backends import BACKENDS, DEFAULT_METHOD, MountBackend
 from .flags import parse_allowed
+from .launch import MEASURE_MODES, check_model_id, default_model_id
 
-__all__ = ["DEFAULT_MOUNT_PATH", "DEFAULT_TIMEOUT", "ENV", "LOG_FORMATS", "METHODS", "MOUNT_MODES",
-           "RunConfig", "log_format"]
+__all__ = ["DEFAULT_MOUNT_PATH", "DEFAULT_TIMEOUT", "ENV", "LOG_FORMATS", "MEASURE_MODES", "METHODS",
+           "MOUNT_MODES", "RunConfig", "check_key_uri", "log_format"]
 
 # RunConfig field (= the flag's argparse dest) -> the environment variable it stands for
 # (docs/agent.md lists them); the flag wins over the variable.
@@ -44,6 +45,8 @@ ENV = {
     "allow_debug": "ALLOW_DEBUG",
     "log_format": "LOG_FORMAT",
     "gocryptfs_flags": "GOCRYPTFS_FLAGS",
+    "model_id": "MODEL_ID",
+    "measure": "MEASURE",
 }
 DEFAULT_MOUNT_PATH = "/mnt/model"
 DEFAULT_TIMEOUT = 60.0  # seconds for everything sent to the broker
@@ -67,7 +70,7 @@ class RunConfig:
     mount_path: str = DEFAULT_MOUNT_PATH
     attester: str | None = None
     mode: str = MOUNT_MODES[0]
-    expect_digest: str | None = None  # EXPECTED_MODEL_DIGEST: pins one Sam package
+    expect_digest: str | None = None  # EXPECTED_MODEL_DIGEST: pins one model (tree or package digest)
     ca_bundle: str | None = None
     require_tls: bool = False
     timeout: float = DEFAULT_TIMEOUT
@@ -76,6 +79,8 @@ class RunConfig:
     allow_debug: bool = False
     log_format: str = LOG_FORMATS[0]
     gocryptfs_flags: frozenset[str] = field(default_factory=frozenset)  # GOCRYPTFS_FLAGS' allowances
+    model_id: str | None = None  # MODEL_ID, else DECRYPTION_KEY_URI's tag: the measured model-id
+    measure: str = MEASURE_MODES[0]  # MEASURE: auto, required or off
 
     @classmethod
     def resolve(cls, args: Any, environ: Mapping[str, str] = os.environ) -> RunConfig:
@@ -93,7 +98,7 @@ class RunConfig:
         missing = [ENV[k] for k in ("url", "cipher_dir") if not raw[k]]
         if missing:
             raise ConfigurationError(f"DECRYPTION_KEY_URI is set but {', '.join(missing)} is not")
-        _check_key_uri(raw["key_uri"])
+        check_key_uri(raw["key_uri"])
         method = (raw["method"] or DEFAULT_METHOD).lower()
         if method not in BACKENDS:
             raise ConfigurationError(f"ENCRYPTION_METHOD={raw['method']!r}: expected {' or '.join(METHODS)}")
@@ -102,12 +107,14 @@ class RunConfig:
             raise ConfigurationError(f"ENCRYPTED_MODEL_PATH={raw['cipher_dir']}: no such directory "
                                      "(is the OSS bucket mounted there?)")
         require_tls = _bool(raw, "require_tls")
+        model_id = check_model_id(raw["model_id"]) if raw["model_id"] else default_model_id(raw["key_uri"])
         return cls(True, _check_url(raw["url"], require_tls), raw["key_uri"], method, raw["cipher_dir"],
                    raw["mount_path"] or DEFAULT_MOUNT_PATH, mode=_choice(raw, "mode", MOUNT_MODES) or "fuse",
                    expect_digest=digest, ca_bundle=_ca_bundle(raw["ca_bundle"]), require_tls=require_tls,
                    timeout=_timeout(raw["timeout"]), dialect=_choice(raw, "dialect", protocol.DIALECTS),
                    key_alg=_choice(raw, "key_alg", protocol.KEY_ALGORITHMS, fold=False),
-                   gocryptfs_flags=parse_allowed(raw["gocryptfs_flags"]), **common)
+                   gocryptfs_flags=parse_allowed(raw["gocryptfs_flags"]), model_id=model_id,
+                   measure=_choice(raw, "measure", MEASURE_MODES) or MEASURE_MODES[0], **common)
 
     def backend(self) -> MountBackend:
         """The method's backend for this configuration (secure mode only)."""
@@ -122,8 +129,8 @@ class RunConfig:
         """
         if not self.url or urlsplit(self.url).scheme != "http":
             return None
-        pin = ("the Sam package is pinned by EXPECTED_MODEL_DIGEST" if self.expect_digest else
-               "or pin the model with EXPECTED_MODEL_DIGEST (ENCRYPTION_METHOD=sam)")
+        pin = ("the model is pinned by EXPECTED_MODEL_DIGEST" if self.expect_digest else
+               "or pin the model with EXPECTED_MODEL_DIGEST")
         return (f"TRUSTEE_URL={self.url} is plain http: anyone on the network path can pose as the broker "
                 "and release a key, and so a model, of their choosing; use https (TRUSTEE_CA_BUNDLE / "
                 f"--ca-bundle for a private CA), {pin}; TRUSTEE_REQUIRE_TLS=1 refuses http")
@@ -170,7 +177,7 @@ def _choice(raw: Mapping[str, Any], name: str, choices: tuple[str, ...], fold: b
     raise ConfigurationError(f"{ENV[name]}={value!r}: expected {' or '.join(choices)}")
 
 
-def _check_key_uri(uri: str) -> None:
+def check_key_uri(uri: str) -> None:
     """The key's URI as the broker client will read it; ``kbs://a/b/c`` gets the spelling it meant."""
     try:
         binding.kbs_resource_path(uri)
@@ -217,9 +224,10 @@ def _timeout(value: Any) -> float:
 
 
 def _expected_digest(value: str | None, method: str) -> str | None:
-    """EXPECTED_MODEL_DIGEST, checked by the method's backend: a method that cannot pin refuses it.
+    """EXPECTED_MODEL_DIGEST in the method's canonical form, refused now if malformed (112).
 
-    Refused rather than ignored: an operator who pinned a digest believes the model is pinned.
+    Checked before the model is even opened: a pin that can never match is a typo, not a
+    rejected model.
     """
     if not value:
         return None

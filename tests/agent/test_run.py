@@ -77,7 +77,7 @@ def test_json_log_format(model, tmp_path):
     assert r.returncode == 0, r.stderr
     records = [json.loads(line) for line in r.stderr.decode().splitlines() if line.startswith("{")]
     phases = [rec["phase"] for rec in records if "phase" in rec]
-    assert phases[:2] == ["config", "handshake"] and "ready" in phases
+    assert phases[:3] == ["config", "measure", "handshake"] and "ready" in phases
     assert all("seconds" in rec for rec in records if "phase" in rec)
 
 

@@ -146,7 +146,6 @@ def test_copy_mode_writes_no_fifo_and_no_external_link(oracle, tmp_path, shm):
     oracle.init(cipher)
     with oracle.mount(cipher, tmp_path / "g") as g:
         (g / "config.json").write_bytes(b"{}\n")
-        os.mkfifo(g / "fifo")
         os.symlink("/etc/hostname", g / "outside")
         os.symlink("config.json", g / "inside")
     seen = tmp_path / "seen"
@@ -154,6 +153,13 @@ def test_copy_mode_writes_no_fifo_and_no_external_link(oracle, tmp_path, shm):
         r = agent(copy_env(url, cipher, shm), command=("sh", "-c", f"ls -A {shm} > {seen}"))
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     assert seen.read_text().split() == ["config.json", "inside"]
+    # a FIFO in the cipher tree: the tree cannot be measured, so it is refused before the key
+    with oracle.mount(cipher, tmp_path / "g") as g:
+        os.mkfifo(g / "fifo")
+    with counting_broker({KEY: b"test\n"}) as (url, calls):
+        r = agent(copy_env(url, cipher, shm), command=("touch", str(tmp_path / "started")))
+    assert_never_started(r, tmp_path / "started", shm, exitcodes.RUN_CONFIG)
+    assert calls == [] and b"cannot be measured" in r.stderr
 
 
 # -- 14: check, in copy mode, needs no FUSE -----------------------------------------------------

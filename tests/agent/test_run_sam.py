@@ -119,7 +119,7 @@ def test_a_truncated_file_is_rejected_before_the_mount_appears(sam_model, tmp_pa
 
 @pytest.mark.parametrize("change,message", [
     ({"ENCRYPTION_METHOD": "gocryptfs", "EXPECTED_MODEL_DIGEST": "sha256:" + "0" * 64},
-     b"pins a Sam package"),
+     b"set ENCRYPTION_METHOD=sam"),
     ({"EXPECTED_MODEL_DIGEST": "sha256:abc"}, b"64 lowercase hex digits"),
     ({"ENCRYPTED_MODEL_PATH": str(PROJECT)}, b"not a usable Sam package"),
 ])

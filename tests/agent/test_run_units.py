@@ -104,26 +104,25 @@ def test_resolve_takes_the_method_from_the_registry(tmp_path):
         RunConfig.resolve(args, {**env, "MOUNT_MODE": "disk"})
 
 
-def test_expected_digest_is_the_backends_business(tmp_path):
-    env = {"TRUSTEE_URL": "http://127.0.0.1:9", "DECRYPTION_KEY_URI": KEY_URI,
-           "ENCRYPTED_MODEL_PATH": str(tmp_path), "EXPECTED_MODEL_DIGEST": DIGEST_A}
-    with pytest.raises(ConfigurationError, match="pins a Sam package, but ENCRYPTION_METHOD is gocryptfs"):
-        RunConfig.resolve(argparse.Namespace(), env)
-    cfg = RunConfig.resolve(argparse.Namespace(), {**env, "ENCRYPTION_METHOD": "sam"})
-    assert cfg.expect_digest == DIGEST_A
+@pytest.mark.parametrize("method", ["gocryptfs", "sam"])
+def test_expected_digest_is_the_backends_business(tmp_path, method):
+    env = {"TRUSTEE_URL": "http://127.0.0.1:9", "DECRYPTION_KEY_URI": KEY_URI, "ENCRYPTION_METHOD": method,
+           "ENCRYPTED_MODEL_PATH": str(tmp_path), "EXPECTED_MODEL_DIGEST": f" {DIGEST_A}\n"}
+    assert RunConfig.resolve(argparse.Namespace(), env).expect_digest == DIGEST_A  # both methods pin
     with pytest.raises(ConfigurationError, match="64 lowercase hex digits"):
-        RunConfig.resolve(argparse.Namespace(), {**env, "ENCRYPTION_METHOD": "sam",
-                                                 "EXPECTED_MODEL_DIGEST": "sha256:abc"})
+        RunConfig.resolve(argparse.Namespace(), {**env, "EXPECTED_MODEL_DIGEST": "sha256:abc"})
 
 
 def test_gocryptfs_mount_command(tmp_path, gocryptfs_dir):
     cipher, _ = gocryptfs_dir
     backend = config(cipher, tmp_path / "m").backend()
-    # before the key: gocryptfs.conf is read and its flags held to GOCRYPTFS_FLAGS
-    assert backend.prepare() == {"flags": "HKDF,GCMIV128,DirIV,EMENames,LongNames,Raw64"}
-    assert backend.mount_command(5, 7) == [
+    # before the key: the tree is measured, gocryptfs.conf's flags held to GOCRYPTFS_FLAGS
+    digest = backend.model_digest()
+    assert backend.prepare() == {"flags": "HKDF,GCMIV128,DirIV,EMENames,LongNames,Raw64", "digest": digest,
+                                 "pinned": False}
+    assert backend.mount_command(5, 7) == [  # the mount serves the tree that was measured, nothing else
         sys.executable, "-m", "cryptfs", "mount", "--fg", "--allow_other", "--passfile", "/dev/fd/5",
-        "--notify-fd", "7", "--no-holes", str(cipher), str(tmp_path / "m")]
+        "--notify-fd", "7", "--no-holes", "--expect-digest", digest, str(cipher), str(tmp_path / "m")]
 
 
 def test_sam_mount_command_pins_the_digest(tmp_path, sam_package):
@@ -209,7 +208,8 @@ def test_a_sam_package_other_than_the_pinned_one_is_rejected_before_the_key(tmp_
 def test_gocryptfs_describe(tmp_path, gocryptfs_dir):
     cipher, _ = gocryptfs_dir
     detail = config(cipher, tmp_path / "m").backend().describe()
-    assert detail.startswith("gocryptfs.conf readable, flags ") and detail.endswith("scrypt N=1024")
+    assert detail.startswith("gocryptfs.conf readable, flags ") and detail.endswith("(not pinned)")
+    assert "scrypt N=1024, tree digest sha256:" in detail
     with pytest.raises(ConfigurationError, match="gocryptfs.conf") as e:
         config(tmp_path, tmp_path / "m").backend().describe()
     assert e.value.run_exit_code == exitcodes.RUN_CONFIG

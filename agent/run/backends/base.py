@@ -3,9 +3,10 @@ ask which method they serve.
 
 A backend knows its format's tool (``python -m cryptfs`` or ``python -m sam``), how the key
 from the broker becomes the bytes that tool reads, what the tool's exit codes mean for the
-operator, how to put the plaintext into RAM without FUSE, and what can be checked before the
-key is fetched. It uses the other packages' public modules only, never their command lines'
-internals.
+operator, how to put the plaintext into RAM without FUSE, what can be checked before the key
+is fetched, and the model's identity (:meth:`MountBackend.model_digest`): the digest ``run``
+measures and then serves, and that ``agent reference`` prints for the owner to register. It
+uses the other packages' public modules only, never their command lines' internals.
 """
 
 from __future__ import annotations
@@ -46,17 +47,34 @@ class MountBackend(ABC):
 
     @classmethod
     def check_expected_digest(cls, value: str) -> str:
-        """EXPECTED_MODEL_DIGEST in its canonical form; refused by a method that cannot pin."""
-        raise ConfigurationError("EXPECTED_MODEL_DIGEST pins a Sam package, but ENCRYPTION_METHOD is "
-                                 f"{cls.name}: unset it, or use ENCRYPTION_METHOD=sam")
+        """EXPECTED_MODEL_DIGEST in its canonical form; refused by a method that cannot pin.
 
+        Refused rather than ignored: an operator who pinned a digest believes the model is pinned.
+        """
+        raise ConfigurationError(f"EXPECTED_MODEL_DIGEST is set, but ENCRYPTION_METHOD {cls.name} cannot pin "
+                                 "a model: unset it")
+
+    @property
+    @abstractmethod
+    def pin(self) -> str | None:
+        """The digest the model must have; once :meth:`prepare` ran, the one it found (and logged),
+        which ``run`` measures and the mount or copy then enforces."""
+
+    @abstractmethod
+    def model_digest(self) -> str:
+        """The model's identity (``sha256:...``), computed without the key from the ciphertext alone.
+
+        One function for the instance and the owner (``agent reference``), so that what is
+        registered is byte for byte what is measured.
+        """
+
+    @abstractmethod
     def prepare(self) -> dict[str, object]:
-        """Open and check what can be checked before the key is fetched; extra fields for the log.
+        """Open and check what can be checked before the key is fetched, find the model's digest
+        (:attr:`pin` from then on); extra fields for the log.
 
         A model that would be refused anyway must never cost a key release.
         """
-        self.check_kind()
-        return {}
 
     def check_kind(self) -> None:
         """Refuse a directory of the other method, or a plaintext model, naming the variable to change."""

@@ -93,6 +93,10 @@ class SamBackend(MountBackend):
             raise ConfigurationError(f"ENCRYPTED_MODEL_PATH is not a usable Sam package: {e}") from None
         return pkg
 
+    def model_digest(self) -> str:
+        """The package digest, as ``sam pack`` and ``sam info`` print it."""
+        return self.open_package().digest
+
     def prepare(self) -> dict[str, object]:
         """Open the package, check the pin, remember its digest: logged, then enforced by the mount."""
         self.seen_digest = self.open_package().digest
