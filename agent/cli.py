@@ -105,6 +105,10 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="measure the model and command before the key is fetched: auto (where a register "
                         "exists, else warn), required (else exit 113 before any request), off (env MEASURE; "
                         "default auto)")
+    p.add_argument("--warmup", metavar="on|off|BUDGET",
+                   help="decrypt the model ahead through the mount while the server starts, foreground "
+                        "reads first, within a memory budget (env MODEL_WARMUP; default off; a budget "
+                        "such as 8G or 50%% turns it on with that limit)")
     p.add_argument("--cipher-dir", help="the encrypted model directory (env ENCRYPTED_MODEL_PATH)")
     p.add_argument("--mount-path",
                    help="where the plaintext appears (env MODEL_MOUNT_PATH; default /mnt/model)")

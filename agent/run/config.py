@@ -47,6 +47,7 @@ ENV = {
     "gocryptfs_flags": "GOCRYPTFS_FLAGS",
     "model_id": "MODEL_ID",
     "measure": "MEASURE",
+    "warmup": "MODEL_WARMUP",
 }
 DEFAULT_MOUNT_PATH = "/mnt/model"
 DEFAULT_TIMEOUT = 60.0  # seconds for everything sent to the broker
@@ -81,6 +82,7 @@ class RunConfig:
     gocryptfs_flags: frozenset[str] = field(default_factory=frozenset)  # GOCRYPTFS_FLAGS' allowances
     model_id: str | None = None  # MODEL_ID, else DECRYPTION_KEY_URI's tag: the measured model-id
     measure: str = MEASURE_MODES[0]  # MEASURE: auto, required or off
+    warmup: str | None = None  # MODEL_WARMUP: off (default), on, or a budget (8G, 50%) for the mount
 
     @classmethod
     def resolve(cls, args: Any, environ: Mapping[str, str] = os.environ) -> RunConfig:
@@ -114,7 +116,8 @@ class RunConfig:
                    timeout=_timeout(raw["timeout"]), dialect=_choice(raw, "dialect", protocol.DIALECTS),
                    key_alg=_choice(raw, "key_alg", protocol.KEY_ALGORITHMS, fold=False),
                    gocryptfs_flags=parse_allowed(raw["gocryptfs_flags"]), model_id=model_id,
-                   measure=_choice(raw, "measure", MEASURE_MODES) or MEASURE_MODES[0], **common)
+                   measure=_choice(raw, "measure", MEASURE_MODES) or MEASURE_MODES[0],
+                   warmup=_warmup(raw["warmup"]), **common)
 
     def backend(self) -> MountBackend:
         """The method's backend for this configuration (secure mode only)."""
@@ -152,6 +155,29 @@ def _raw_values(args: Any, environ: Mapping[str, str]) -> dict[str, Any]:
         flag = getattr(args, name, None)
         out[name] = flag if flag not in (None, "", False) else (environ.get(var) or None)
     return out
+
+
+def _warmup(value: str | None) -> str | None:
+    """MODEL_WARMUP: off (the default), on (decrypt ahead while the server starts), or a budget.
+
+    Off by default for now: the pass runs as a thread of the mount daemon, and a daemon killed
+    with SIGKILL while that thread waits on its own mount cannot exit until the FUSE connection
+    is aborted (fusectl). A warm-up in a process of its own lifts this; until then it is opt-in.
+    Returns "on", None (off) or the budget text, checked here so a typo fails before the key.
+    """
+    text = (value or "off").strip()
+    if text.lower() in _TRUE:
+        return "on"
+    if text.lower() in _FALSE:
+        return None
+    from cryptfs.core.warmup import parse_budget
+
+    try:
+        parse_budget(text)
+    except ValueError as e:
+        raise ConfigurationError(f"MODEL_WARMUP={value!r}: expected on, off or a budget (8G, 50%): {e}") \
+            from None
+    return text
 
 
 def _bool(raw: Mapping[str, Any], name: str) -> bool:

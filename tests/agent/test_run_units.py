@@ -138,6 +138,33 @@ def test_sam_mount_command_pins_the_digest(tmp_path, sam_package):
     assert unpinned.mount_command(5, 7)[10:12] == ["--expect-digest", digest]
 
 
+@pytest.mark.parametrize("value, flags", [
+    (None, []), ("on", ["--warmup"]), ("1", ["--warmup"]), ("off", []), ("0", []),
+    ("8G", ["--warmup-budget", "8G"]), ("50%", ["--warmup-budget", "50%"]),
+])
+def test_model_warmup_reaches_the_mount(tmp_path, gocryptfs_dir, value, flags):
+    """MODEL_WARMUP=on (or a budget) makes agent run's mount warm up; off, or unset, does not."""
+    cipher, _ = gocryptfs_dir
+    env = {"TRUSTEE_URL": "http://127.0.0.1:9", "DECRYPTION_KEY_URI": KEY_URI,
+           "ENCRYPTED_MODEL_PATH": str(cipher), "MODEL_MOUNT_PATH": str(tmp_path / "m")}
+    if value is not None:
+        env["MODEL_WARMUP"] = value
+    cfg = RunConfig.resolve(argparse.Namespace(), env)
+    command = cfg.backend().mount_command(5, 7)
+    tail = command[command.index("--notify-fd") + 2:-2]
+    assert [a for a in tail if a.startswith("--warmup")] + \
+        ([tail[tail.index("--warmup-budget") + 1]] if "--warmup-budget" in tail else []) == flags
+
+
+@pytest.mark.parametrize("value", ["lots", "0G", "150%"])
+def test_a_bad_model_warmup_is_a_configuration_error(tmp_path, gocryptfs_dir, value):
+    cipher, _ = gocryptfs_dir
+    env = {"TRUSTEE_URL": "http://127.0.0.1:9", "DECRYPTION_KEY_URI": KEY_URI,
+           "ENCRYPTED_MODEL_PATH": str(cipher), "MODEL_WARMUP": value}
+    with pytest.raises(ConfigurationError, match="MODEL_WARMUP"):
+        RunConfig.resolve(argparse.Namespace(), env)
+
+
 def test_key_bytes():
     go = GocryptfsBackend(RunConfig(True))
     assert go.key_bytes(bytearray(b"secret")) == b"secret\n"

@@ -91,8 +91,19 @@ class MountBackend(ABC):
         """
         cfg = self.cfg
         return [sys.executable, "-m", self.tool, "mount", "--fg", "--allow_other", self.key_flag,
-                f"/dev/fd/{key_fd}", "--notify-fd", str(note_fd), *self.mount_options(), cfg.cipher_dir,
-                cfg.mount_path]
+                f"/dev/fd/{key_fd}", "--notify-fd", str(note_fd), *self.mount_options(),
+                *self.warmup_options(), cfg.cipher_dir, cfg.mount_path]
+
+    def warmup_options(self) -> list[str]:
+        """MODEL_WARMUP: decrypt ahead through the mount while the model server starts (opt-in).
+
+        The mount is ready (and the command started) before the pass begins; foreground reads
+        always go first, and the pass stops at its memory budget.
+        """
+        warmup = getattr(self.cfg, "warmup", None)
+        if not warmup:
+            return []
+        return ["--warmup"] if warmup == "on" else ["--warmup-budget", warmup]
 
     def mount_options(self) -> list[str]:
         """Options of this method's mount besides the key and readiness ones."""
