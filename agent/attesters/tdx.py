@@ -51,6 +51,7 @@ import time
 from collections.abc import Mapping
 
 from ..b64 import b64decode, b64encode
+from ..kernelfs import write_once
 from ..measure import DEFAULT_AAEL_PATH, MeasurementLog, register_for
 from ..protocol import DIALECTS, LATEST
 from ..tdx import QuoteError, check_quote, parse_quote
@@ -99,13 +100,7 @@ class FileOps:
 
     def write(self, path: str, data: bytes) -> None:
         """One write(2) of all of ``data``: the TDX provider accepts only a single 64-byte inblob."""
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            n = os.write(fd, data)
-        finally:
-            os.close(fd)
-        if n != len(data):
-            raise OSError(errno.EIO, f"short write to {path}: {n} of {len(data)} bytes")
+        write_once(path, data)
 
 
 _fs = FileOps()  # module level so tests can replace it; read at call time

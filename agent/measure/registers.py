@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..errors import MeasurementError
+from ..kernelfs import read_all, write_once
 from .events import DIGEST_SIZE, ZERO_REGISTER, extend
 
 DEFAULT_TDX_MEASUREMENTS_DIR = "/sys/class/misc/tdx_guest/measurements"
@@ -63,24 +64,11 @@ class RegisterIO:
     """The two file operations on the kernel's register file, one object so tests can fake the kernel."""
 
     def read(self, path: str) -> bytes:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            chunks = []
-            while chunk := os.read(fd, 4096):
-                chunks.append(chunk)
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
+        return read_all(path)
 
     def write(self, path: str, data: bytes) -> None:
         """One write(2) at offset 0: the kernel extends with exactly what one write carries."""
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            n = os.write(fd, data)
-        finally:
-            os.close(fd)
-        if n != len(data):
-            raise OSError(errno.EIO, f"short write: {n} of {len(data)} bytes")
+        write_once(path, data)
 
 
 _TDX_HINTS = {
