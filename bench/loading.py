@@ -1,7 +1,7 @@
 """Loading-pattern benchmark: ``cryptfs mount`` against real gocryptfs, cold, one pattern per row.
 
-    python bench/loading.py [--size 1G] [--shards 4] [--pairs 5] [--rows vllm,...]
-                            [--startup-s 3] [--workdir /var/tmp] [--out bench/loading.json] [--keep]
+    python bench/loading.py [--size 1G] [--shards 4] [--pairs 5] [--rows vllm,...] [--no-plain]
+                            [--startup-s 3] [--workdir /var/tmp] [--out FILE.json] [--keep]
 
 Needs root (drop_caches, FUSE mounts), fuse3, gocryptfs and openssl on PATH.
 
@@ -21,6 +21,8 @@ Needs root (drop_caches, FUSE mounts), fuse3, gocryptfs and openssl on PATH.
    mount-ready + the start-up pause), collect its JSON, read the server's utime+stime from
    /proc/PID/stat, unmount. Every sample is cold: a fresh mount (our mount keeps its page cache
    across opens, so it must be remounted) over ciphertext that is no longer in the page cache.
+   After each pair (not in the start-up row) a reference sample, ``plain``: the same loader on
+   the plaintext model on ext4 after drop_caches (no FUSE, no crypto; ``--no-plain`` skips it).
 4. Per row: median [min-max] of the loading seconds, of the paired ratio gocryptfs s / ours s
    (> 1: ours faster), and the server's CPU seconds per GiB of model (from mount-ready to just
    before unmount, so the warm-up pass counts), with the paired ratio ours / gocryptfs. Also
@@ -53,6 +55,7 @@ import model_gen  # noqa: E402
 from loaders import PATTERNS  # noqa: E402
 from run import (  # noqa: E402
     BENCH_DIR,
+    CLK_TCK,
     loadavg,
     log,
     machine_info,
@@ -61,7 +64,6 @@ from run import (  # noqa: E402
     openssl_speed,
     parse_size,
     pid_alive,
-    proc_cpu,
     system_busy_cpu,
     write_results,
 )
@@ -83,6 +85,16 @@ LOADER_TIMEOUT_S = 600
 
 
 # --------------------------------------------------------------------------- processes
+
+
+def cpu_split(pid: int) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of a process, all its threads (/proc/PID/stat utime, stime)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def read_line(fd: int, timeout: float) -> str:
@@ -147,6 +159,29 @@ class Loader:
         self.err.close()
 
 
+VMSTAT_KEYS = ("pgalloc_normal", "pgfault", "pgmajfault", "compact_stall", "allocstall_normal",
+               "pgscan_direct", "thp_fault_alloc")
+
+
+def vmstat() -> dict[str, int]:
+    """A few /proc/vmstat counters (memory pressure, compaction, faults) for per-sample deltas."""
+    out = {}
+    with open("/proc/vmstat") as f:
+        for line in f:
+            k, _, v = line.partition(" ")
+            if k in VMSTAT_KEYS:
+                out[k] = int(v)
+    return out
+
+
+def meminfo_mib(key: str) -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) // 1024
+    return -1
+
+
 def drop_caches() -> float:
     t0 = time.perf_counter()
     os.sync()
@@ -192,10 +227,10 @@ class Server:
             time.sleep(0.002)
         self.ready = time.monotonic()
         self.mount_s = time.perf_counter() - t0
-        self.cpu_ready = proc_cpu(self.pid)
+        self.cpu_ready = cpu_split(self.pid)
 
-    def cpu(self) -> float | None:
-        return proc_cpu(self.pid)
+    def cpu(self) -> tuple[float, float] | None:
+        return cpu_split(self.pid)
 
     def stop(self) -> None:
         deadline = time.monotonic() + 20
@@ -264,36 +299,56 @@ def setup(env: Env, size: int, shards: int) -> dict:
 
 
 def sample(env: Env, row: str, system: str, startup_s: float, verify: bool = False) -> dict:
+    """One cold load: loader ready, drop_caches, mount, go (after the start-up pause), unmount.
+
+    ``system`` "plain" is the reference: the loader on the plaintext model on ext4 (no FUSE, no
+    crypto), after drop_caches, i.e. what the disk and the loader itself allow.
+    """
     pattern = "vllm" if row == STARTUP_ROW else row
     delay = startup_s if row == STARTUP_ROW else 0.0
-    loader = Loader(pattern, env.model_on_mount, env.manifest_path, verify,
+    model_dir = os.path.join(env.gen, "model") if system == "plain" else env.model_on_mount
+    loader = Loader(pattern, model_dir, env.manifest_path, verify,
                     os.path.join(env.logs, f"loader-{pattern}.log"))
     server = None
+    cpu_end = None
     try:
         drop_s = drop_caches()
         la = loadavg()
-        server = Server(system, env, warmup=(row == STARTUP_ROW and system == "ours"))
+        if system != "plain":
+            server = Server(system, env, warmup=(row == STARTUP_ROW and system == "ours"))
+        ready = server.ready if server else time.monotonic()
+        mem_free = meminfo_mib("MemFree")
+        v0 = vmstat()
         b0 = system_busy_cpu()
-        loader.go(server.ready + delay)
+        loader.go(ready + delay)
         try:
             res = loader.result()
         except (TimeoutError, EOFError):
-            abort_connection(env.mnt)
+            if server is not None:
+                abort_connection(env.mnt)
             raise
-        cpu_end = server.cpu()
+        cpu_end = server.cpu() if server else None
         b1 = system_busy_cpu()
+        v1 = vmstat()
     finally:
         loader.kill()
         if server is not None:
             server.stop()
     served_gib = env.manifest["total_bytes"] / GiB
-    srv = None if cpu_end is None or server.cpu_ready is None else cpu_end - server.cpu_ready
+    c0 = server.cpu_ready if server else None
+    usr = sys_ = srv = None
+    if cpu_end is not None and c0 is not None:
+        usr, sys_ = cpu_end[0] - c0[0], cpu_end[1] - c0[1]
+        srv = usr + sys_
     s = {"row": row, "system": system, "pattern": pattern, "startup_s": delay, "seconds": res["seconds"],
          "loader_cpu_s": res["cpu_s"], "bytes_delivered": res["bytes"], "start_late_s": res["start_late_s"],
-         "server_cpu_s": srv, "server_cpu_total_s": cpu_end, "server_cpu_at_ready_s": server.cpu_ready,
-         "server_cpu_s_per_gib": None if srv is None else srv / served_gib, "mount_s": server.mount_s,
-         "drop_caches_s": drop_s, "loadavg1": la,
-         "other_busy_cpu_s": (b1 - b0) - res["cpu_s"] - (srv or 0.0)}
+         "server_cpu_s": srv, "server_user_s": usr, "server_sys_s": sys_,
+         "server_cpu_total_s": None if cpu_end is None else sum(cpu_end),
+         "server_cpu_at_ready_s": None if c0 is None else sum(c0),
+         "server_cpu_s_per_gib": None if srv is None else srv / served_gib,
+         "mount_s": server.mount_s if server else None, "drop_caches_s": drop_s, "loadavg1": la,
+         "other_busy_cpu_s": (b1 - b0) - res["cpu_s"] - (srv or 0.0), "mem_free_mib": mem_free,
+         "vmstat_delta": {k: v1[k] - v0[k] for k in v0 if k in v1}}
     for k in ("prefetch_s", "prefetch_done_before_load", "rank_seconds"):
         if k in res:
             s[k] = res[k]
@@ -317,19 +372,22 @@ def verify_all(env: Env, rows: list[str]) -> dict:
     return out
 
 
-def rounds(env: Env, rows: list[str], pairs: int, startup_s: float) -> list[dict]:
+def rounds(env: Env, rows: list[str], pairs: int, startup_s: float, plain: bool) -> list[dict]:
     samples = []
     for rnd in range(pairs):
         for i, row in enumerate(rows):
             order = SYSTEMS if (rnd + i) % 2 == 0 else tuple(reversed(SYSTEMS))
+            if plain and row != STARTUP_ROW:
+                order = (*order, "plain")  # the reference, after the pair (not part of it)
             for pos, system in enumerate(order):
                 s = sample(env, row, system, startup_s)
                 s.update(round=rnd, position=pos)
                 samples.append(s)
                 cpu = s["server_cpu_s_per_gib"]
-                log(f"round {rnd + 1}/{pairs} {row:<16} {system:<9} {s['seconds']:7.3f} s  server cpu "
-                    f"{'-' if cpu is None else f'{cpu:.2f}'} s/GiB, loader {s['loader_cpu_s']:.2f} s, "
-                    f"others {s['other_busy_cpu_s']:.2f} s, mount {s['mount_s']:.2f} s")
+                srv = "" if cpu is None else (f"  server cpu {cpu:.2f} s/GiB (user {s['server_user_s']:.2f}, "
+                                              f"sys {s['server_sys_s']:.2f} s), mount {s['mount_s']:.2f} s")
+                log(f"round {rnd + 1}/{pairs} {row:<16} {system:<9} {s['seconds']:7.3f} s{srv}, loader "
+                    f"{s['loader_cpu_s']:.2f} s, others {s['other_busy_cpu_s']:.2f} s")
     return samples
 
 
@@ -361,10 +419,15 @@ def summarize(samples: list[dict], rows: list[str]) -> list[dict]:
                 "seconds": spread([s["seconds"] for s in ss]),
                 "server_cpu_s_per_gib": spread([s["server_cpu_s_per_gib"] for s in ss
                                                 if s["server_cpu_s_per_gib"] is not None]),
+                "server_user_s": spread([s["server_user_s"] for s in ss if s["server_user_s"] is not None]),
+                "server_sys_s": spread([s["server_sys_s"] for s in ss if s["server_sys_s"] is not None]),
                 "loader_cpu_s": spread([s["loader_cpu_s"] for s in ss]),
                 "other_busy_cpu_s": spread([s["other_busy_cpu_s"] for s in ss]),
                 "mount_s": spread([s["mount_s"] for s in ss]),
             }
+        pl = [s["seconds"] for s in mine if s["system"] == "plain"]
+        if pl:
+            r["plain"] = {"seconds": spread(pl)}
         r["speedup"] = spread(paired(mine, row, "seconds", "gocryptfs", "ours"))
         r["cpu_ratio"] = spread(paired(mine, row, "server_cpu_s_per_gib", "ours", "gocryptfs"))
         out.append(r)
@@ -413,14 +476,15 @@ def print_report(res: dict) -> None:
     print(f"\nLoading a {m['total_bytes'] / GiB:.2f} GiB model ({len(m['shards'])} shards), cold, "
           f"{res['meta']['pairs']} pairs; median [min-max]\n")
     head = (f"{'row':<16} {'ours s':>20} {'gocryptfs s':>20} {'speedup (paired)':>20} "
-            f"{'cpu s/GiB ours':>20} {'cpu s/GiB gocryptfs':>20} {'cpu ours/gcfs':>18}")
+            f"{'cpu s/GiB ours':>20} {'cpu s/GiB gocryptfs':>20} {'cpu ours/gcfs':>18} {'plain ext4 s':>20}")
     print(head)
     print("-" * len(head))
     for r in res["summary"]:
         print(f"{r['row']:<16} {fmt(r['ours']['seconds'], '{:.3f}'):>20} "
               f"{fmt(r['gocryptfs']['seconds'], '{:.3f}'):>20} "
               f"{fmt(r['speedup']):>20} {fmt(r['ours']['server_cpu_s_per_gib']):>20} "
-              f"{fmt(r['gocryptfs']['server_cpu_s_per_gib']):>20} {fmt(r['cpu_ratio']):>18}")
+              f"{fmt(r['gocryptfs']['server_cpu_s_per_gib']):>20} {fmt(r['cpu_ratio']):>18} "
+              f"{fmt(r.get('plain', {}).get('seconds'), '{:.3f}'):>20}")
     print("\nopenssl speed -evp aes-256-gcm -decrypt (MB/s):",
           ", ".join(f"{k} {v['mbps']:.0f}" for k, v in res["openssl"].items()))
     print("\nTargets")
@@ -448,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default="/var/tmp", help="where the temporary work dir is created")
     p.add_argument("--out", type=str, default=str(BENCH_DIR / "results" / "loading.json"),
                    help="results JSON (default bench/results/loading.json)")
+    p.add_argument("--no-plain", action="store_true",
+                   help="no reference samples (the loader on the plaintext model on ext4, cold)")
     p.add_argument("--openssl-seconds", type=int, default=3)
     p.add_argument("--keep", action="store_true", help="keep the work dir")
     args = p.parse_args(argv)
@@ -472,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         res["openssl"] = openssl_round("before", args.openssl_seconds)
         log("openssl: " + ", ".join(f"{k} {v['mbps']:.0f} MB/s" for k, v in res["openssl"].items()))
         res["verification"] = verify_all(env, rows)
-        samples = rounds(env, rows, args.pairs, args.startup_s)
+        samples = rounds(env, rows, args.pairs, args.startup_s, not args.no_plain)
         res["openssl"].update(openssl_round("after", args.openssl_seconds))
         res["summary"] = summarize(samples, rows)
         res["targets"] = targets(res["summary"], args.startup_s)
@@ -483,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
                             "gocryptfs": "gocryptfs -fg -ro -q -passfile F CIPHER MNT (defaults)"},
                 "speedup": "gocryptfs seconds / ours seconds, paired within a round (> 1: ours faster)",
                 "cpu": "FUSE server utime+stime (/proc/PID/stat) from mount-ready to just before unmount, "
-                       "per GiB of model files"}
+                       "per GiB of model files",
+                "plain": "reference: the loader on the plaintext model on ext4 (no FUSE, no crypto), cold"}
         res["meta"] = {**meta, "size_bytes": res["model"]["total_bytes"]}
         print_report(res)
         summary = {k: res[k] for k in ("model", "openssl", "verification", "summary", "targets")}
