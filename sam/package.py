@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
+from cryptfs.core.files import read_small_regular
 from cryptfs.core.source import OpenFile
 
 from . import keys as keymod
@@ -112,7 +113,7 @@ def _read_small(path: str, limit: int, root: str) -> bytes:
     a 1 KB manifest costs 1 KB, a hostile one at most the limit.
     """
     try:
-        data = _read_regular(path, limit)
+        data = read_small_regular(path, limit)
     except FileNotFoundError:
         raise ManifestError(f"{root} is not a sam package: {os.path.relpath(path, root)} is missing "
                             "(pack a model with 'python -m sam pack')") from None
@@ -123,26 +124,6 @@ def _read_small(path: str, limit: int, root: str) -> bytes:
     if len(data) > limit:
         raise ManifestError(f"{path} is larger than {limit} bytes: not a sam manifest")
     return data
-
-
-def _read_regular(path: str, limit: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-        want = min(st.st_size, limit) + 1  # one byte more: a file that grew is still caught
-        data = os.read(fd, want)
-        if len(data) < want:  # a short read (or a file that grew): read on, up to limit + 1 in all
-            chunks = [data]
-            left = limit + 1 - len(data)
-            while left > 0 and (more := os.read(fd, min(left, 1 << 20))):
-                chunks.append(more)
-                left -= len(more)
-            data = b"".join(chunks)
-        return data
-    finally:
-        os.close(fd)
 
 
 class PlainFile(OpenFile):

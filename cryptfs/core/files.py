@@ -3,6 +3,7 @@ metadata files that must never block."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -129,15 +130,18 @@ def read_small_regular(path: str | bytes, limit: int, follow: bool = False) -> b
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     fd = os.open(path, flags)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(22, "not a regular file", os.fsdecode(path))
-        chunks, left = [], limit + 1
-        while left > 0:
-            data = os.read(fd, left)
-            if not data:
-                break
-            chunks.append(data)
-            left -= len(data)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fsdecode(path))
+        # allocate for what the file holds, not for ``limit`` (a 1 KB manifest under a 64 MiB
+        # limit costs 1 KB); one byte more, and reading on, still catches a file that grew
+        want = min(st.st_size, limit) + 1
+        chunks = [os.read(fd, want)]
+        left = limit + 1 - len(chunks[0])
+        if len(chunks[0]) == want:
+            while left > 0 and (more := os.read(fd, min(left, 1 << 20))):
+                chunks.append(more)
+                left -= len(more)
         return b"".join(chunks)
     finally:
         os.close(fd)
